@@ -1,0 +1,1 @@
+"""Pipeline glue: data layer, the `python -m detect.run` entry point, ensemble and outputs."""

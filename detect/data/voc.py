@@ -1,0 +1,51 @@
+"""PASCAL VOC reader (VOC2007-style folders) into the common record type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from detect.data.record import ClassList, DetectionDataset
+from detect.data.report import LoadReport
+from detect.data.split_list import read_split_list
+from detect.data.voc_xml import read_xml_records
+from detect.errors import DataError
+
+
+@dataclass(frozen=True)
+class VocSource:
+    """A VOC year folder (``VOCdevkit/VOC2007``): JPEGImages/, Annotations/, ImageSets/Main/.
+
+    ``classes`` is the ordered class list (ids 1..C); VOC XML names are the class names.
+    Difficult objects keep ``difficult=True`` (the evaluator ignores them, as VOC does).
+    """
+
+    root: str
+    split: str
+    train_split: str
+    classes: list[str]
+    image_ext: str
+    unknown_classes: str
+    check_image_size: bool
+
+    def load(self, split: str) -> DetectionDataset:
+        root = Path(self.root)
+        if not root.is_dir():
+            raise DataError(f"{root}: dataset root does not exist (set data.root)")
+        classes = ClassList(synsets=tuple(self.classes), names=tuple(self.classes))
+        list_path = root / "ImageSets" / "Main" / f"{split}.txt"
+        report = LoadReport()
+        records = read_xml_records(
+            read_split_list(list_path, split),
+            list_path=list_path,
+            images_dir=root / "JPEGImages",
+            annotations_dir=root / "Annotations",
+            image_ext=self.image_ext,
+            classes=classes,
+            unknown_classes=self.unknown_classes,
+            check_image_size=self.check_image_size,
+            report=report,
+            desc=f"read {split}",
+        )
+        report.log(f"{root} [{split}]")
+        return DetectionDataset(name="voc", split=split, root=root, classes=classes, records=tuple(records))
