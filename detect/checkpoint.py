@@ -1,0 +1,51 @@
+"""Training checkpoints: atomic saves, safe loads, a config fingerprint that must match."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detect import atomic
+from detect.errors import UserError
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """Seed of every random draw of one training iteration.
+
+    Deriving each iteration's randomness from ``(seed, iteration)`` makes a resumed
+    run identical to an uninterrupted one without saving generator states.
+    """
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+def save_checkpoint(path: Path | str, *, fingerprint: dict[str, Any], **state: Any) -> None:
+    """``torch.save`` of ``state`` plus ``fingerprint``, atomically (never a half-written file)."""
+    with atomic.atomic_path(path) as tmp:
+        torch.save({"fingerprint": dict(fingerprint), **state}, tmp)
+
+
+def load_checkpoint(path: Path | str, *, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Load with ``weights_only=True``; the stored fingerprint must equal ``fingerprint``.
+
+    Raises `UserError` naming the file and the first mismatching key (a checkpoint
+    trained with another width, input size or class count cannot be resumed).
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # unpickling errors come in many types
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    stored = state.get("fingerprint") if isinstance(state, dict) else None
+    if not isinstance(stored, dict):
+        raise UserError(f"{path}: checkpoint has no config fingerprint (not written by this toolkit?)")
+    for key in sorted(set(stored) | set(fingerprint)):
+        if stored.get(key) != fingerprint.get(key):
+            raise UserError(
+                f"{path}: checkpoint was trained with {key}={stored.get(key)!r}, config has {fingerprint.get(key)!r}"
+            )
+    return state
