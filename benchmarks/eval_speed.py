@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from eval.ilsvrc_ap import evaluate_ilsvrc
 from eval.reference import reference_ap
+from eval.submission import read_submission, write_submission
 from eval.synthetic_submission import random_case
 
 
@@ -44,6 +47,16 @@ def main() -> None:
     t_fast = best_of(3, lambda: evaluate_ilsvrc(gt, di, dc, sc, db))
     print(f"vectorised: {t_fast:8.3f} s   mAP {fast.mean_ap:.6f}")
     if args.ilsvrc_val_size:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "detections.txt"
+            write_submission(path, di, dc, sc, db)
+            t0 = time.perf_counter()
+            sub = read_submission(path)
+            t_read = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            evaluate_ilsvrc(gt, sub.image_index, sub.class_id, sub.score, sub.boxes)
+            t_eval = time.perf_counter() - t0
+        print(f"from a submission file: read {t_read:.2f} s + evaluate {t_eval:.2f} s = {t_read + t_eval:.2f} s")
         return
     slow = reference_ap(gt, di, dc, sc, db)
     t_slow = best_of(3, lambda: reference_ap(gt, di, dc, sc, db))
