@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Callable, TypeVar
 
+from hydra.errors import InstantiationException
+
 from detect.errors import UserError
 
 T = TypeVar("T")
@@ -22,7 +24,13 @@ def run_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except InstantiationException as exc:
+                # hydra.utils.instantiate wraps errors raised by the constructors it calls.
+                if isinstance(exc.__cause__, UserError):
+                    raise exc.__cause__ from None
+                raise
         except UserError as exc:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("DETECT_TRACEBACK") == "1":
                 raise
