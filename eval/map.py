@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from detect import atomic
 from detect.cli import run_user_errors
 from detect.data.record import DetectionDataset
-from eval.ilsvrc_ap import ApResult, GroundTruth, evaluate_ilsvrc
+from eval.ilsvrc_ap import GroundTruth, evaluate_ilsvrc
 from eval.plots import plot_per_class_ap, plot_pr_curves
 from eval.submission import Submission, read_submission, validate_submission
 
@@ -76,6 +76,23 @@ def evaluate_detections(
     return metrics
 
 
+def evaluate_submission(
+    dataset: DetectionDataset,
+    submission_path: Path | str,
+    *,
+    out_dir: Path | None,
+    coco: bool,
+    coco_max_dets: int,
+    plots: bool,
+) -> dict[str, Any]:
+    """Read, validate and score an ILSVRC submission file: `evaluate_detections` on its contents.
+
+    Raises `UserError` ("FILE:LINE: problem") for a missing file or a bad line.
+    """
+    return evaluate_detections(dataset, read_submission(submission_path), source=str(submission_path),
+                               out_dir=out_dir, coco=coco, coco_max_dets=coco_max_dets, plots=plots)
+
+
 def format_ap_table(metrics: dict[str, Any]) -> str:
     """Per-class AP table; the caller prints ``mAP: ...`` after it."""
     width = max([len(n) for n in metrics["per_class_ap"]] + [5])
@@ -93,8 +110,7 @@ def _main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     source = instantiate(cfg.data)
     dataset = source.load(cfg.data.split)
-    submission = read_submission(cfg.detections)
-    metrics = evaluate_detections(dataset, submission, source=str(cfg.detections), out_dir=out_dir, **cfg.eval)
+    metrics = evaluate_submission(dataset, cfg.detections, out_dir=out_dir, **cfg.eval)
     atomic.write_json(out_dir / "metrics.json", metrics)
     print(format_ap_table(metrics))
     print(f"metrics: {out_dir / 'metrics.json'}")

@@ -1,51 +1,76 @@
-"""A line-by-line transcription of the devkit's matching loop, kept as the oracle.
+"""A line-by-line transcription of the devkit's ``eval_detection.m`` loops, kept as the oracle.
 
-Slow on purpose (one Python iteration per detection and ground-truth box), so
-it is easy to check against ``eval_detection.m`` by eye; tests and
-``benchmarks/eval_speed.py`` assert that `eval.ilsvrc_ap.evaluate_ilsvrc` gives
-the same APs.
+Slow on purpose and structured like the MATLAB code, so it can be checked
+against it by eye: detections are grouped by image (file order kept), sorted by
+confidence inside each image, matched image by image against every ground-truth
+box of the image, and the per-image results are concatenated in image order and
+sorted by confidence once more (both sorts stable, as MATLAB's ``sort``).  It
+shares no code with `eval.ilsvrc_ap` (not even ``VOCap``), so agreement between
+the two is evidence for both.  Tests and ``benchmarks/eval_speed.py`` assert
+identical APs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from eval.ilsvrc_ap import GroundTruth, voc_ap
+from eval.ilsvrc_ap import GroundTruth
+
+
+def _voc_ap(rec: list[float], prec: list[float]) -> float:
+    """The devkit's ``VOCap``, loop for loop."""
+    mrec = [0.0] + rec + [1.0]
+    mpre = [0.0] + prec + [0.0]
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    terms = [(mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1]]
+    return float(np.sum(terms))  # numpy's summation, as the vectorised code, so the floats agree exactly
 
 
 def reference_ap(gt: GroundTruth, image_index, class_id, score, boxes) -> np.ndarray:
-    """Per-class AP ``(C,)`` (NaN without ground truth) by the devkit's nested loops."""
-    num_classes = gt.num_classes
-    per_image_gt: dict[tuple[int, int], list[int]] = {}
-    npos = np.zeros(num_classes + 1)
+    """Per-class AP ``(C,)`` (NaN without ground truth) by the devkit's loops.
+
+    Blacklisted (image, class) pairs: their ground truth is dropped and their
+    detections skipped.  Difficult boxes (VOC): not positives; a detection that
+    matches one is skipped and the box stays available.
+    """
+    num_classes, num_images = gt.num_classes, gt.num_images
+    image_index = [int(i) for i in image_index]
+    class_id = [int(c) for c in class_id]
+    score = [float(s) for s in score]
+    boxes = [[float(v) for v in b] for b in np.asarray(boxes).reshape(-1, 4)]
+
+    # Ground truth per image, annotation order; blacklisted (image, class) boxes removed.
+    gt_of_image: list[list[int]] = [[] for _ in range(num_images + 1)]
+    num_pos = [0] * (num_classes + 1)
     for k in range(len(gt.class_id)):
-        key = (int(gt.image_index[k]), int(gt.class_id[k]))
-        if key in gt.blacklist:
+        i, c = int(gt.image_index[k]), int(gt.class_id[k])
+        if (i, c) in gt.blacklist:
             continue
-        per_image_gt.setdefault(key, []).append(k)
+        gt_of_image[i].append(k)
         if not gt.difficult[k]:
-            npos[gt.class_id[k]] += 1
-    per_class_dets: dict[int, list[int]] = {}
-    for i in range(len(score)):
-        per_class_dets.setdefault(int(class_id[i]), []).append(i)
-    ap = np.full(num_classes, np.nan)
-    for c in range(1, num_classes + 1):
-        dets = per_class_dets.get(c, [])
-        dets.sort(key=lambda i: -score[i])  # Python's sort is stable: ties keep file order
-        detected = np.zeros(len(gt.class_id), bool)
-        tp, fp = [], []
-        for i in dets:
-            key = (int(image_index[i]), c)
-            if key in gt.blacklist:
+            num_pos[c] += 1
+    gt_boxes = [[float(v) for v in b] for b in gt.boxes]
+    gt_labels = [int(c) for c in gt.class_id]
+
+    # Detections grouped by image (a stable sort by image index: file order kept).
+    dets_of_image: list[list[int]] = [[] for _ in range(num_images + 1)]
+    for j in range(len(score)):
+        dets_of_image[image_index[j]].append(j)
+
+    all_conf, all_label, all_tp, all_fp = [], [], [], []
+    for i in range(1, num_images + 1):
+        dets = sorted(dets_of_image[i], key=lambda j: -score[j])  # Python's sort is stable, as MATLAB's
+        detected = {k: False for k in gt_of_image[i]}
+        for j in dets:
+            if (i, class_id[j]) in gt.blacklist:
                 continue
-            bb = boxes[i]
+            bb = boxes[j]
             ovmax, kmax = -np.inf, -1
-            for k in per_image_gt.get(key, []):
-                if detected[k]:
+            for k in gt_of_image[i]:
+                if gt_labels[k] != class_id[j] or detected[k]:
                     continue
-                bbgt = gt.boxes[k]
-                if bb[2] < bb[0] or bb[3] < bb[1]:
-                    break  # an inverted box never matches
+                bbgt = gt_boxes[k]
                 gw = bbgt[2] - bbgt[0] + 1
                 gh = bbgt[3] - bbgt[1] + 1
                 thr = min(0.5, (gw * gh) / ((gw + 10) * (gh + 10)))
@@ -57,19 +82,29 @@ def reference_ap(gt: GroundTruth, image_index, class_id, score, boxes) -> np.nda
                     ov = iw * ih / ua
                     if ov >= thr and ov > ovmax:
                         ovmax, kmax = ov, k
+            if kmax >= 0 and gt.difficult[kmax]:
+                continue  # VOC: a detection of a difficult box is ignored; the box is not used up
             if kmax >= 0:
                 detected[kmax] = True
-                if gt.difficult[kmax]:
-                    continue  # matched a difficult box: ignored
-                tp.append(1.0)
-                fp.append(0.0)
-            else:
-                tp.append(0.0)
-                fp.append(1.0)
-        if npos[c] == 0:
-            continue
-        tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
-        rec = tp_c / npos[c]
-        prec = tp_c / np.maximum(tp_c + fp_c, np.finfo(np.float64).tiny)
-        ap[c - 1] = voc_ap(rec, prec)
+            all_conf.append(score[j])
+            all_label.append(class_id[j])
+            all_tp.append(1.0 if kmax >= 0 else 0.0)
+            all_fp.append(0.0 if kmax >= 0 else 1.0)
+
+    ranked = sorted(range(len(all_conf)), key=lambda t: -all_conf[t])  # stable: image order, then file order
+    # Per class, the running tp / fp counts along the ranking (the devkit's cumsum(tp_all(obj_labels==c))).
+    tp = [0.0] * (num_classes + 1)
+    fp = [0.0] * (num_classes + 1)
+    rec: list[list[float]] = [[] for _ in range(num_classes + 1)]
+    prec: list[list[float]] = [[] for _ in range(num_classes + 1)]
+    for t in ranked:
+        c = all_label[t]
+        tp[c] += all_tp[t]
+        fp[c] += all_fp[t]
+        rec[c].append(tp[c] / num_pos[c] if num_pos[c] else 0.0)
+        prec[c].append(tp[c] / (tp[c] + fp[c]))
+    ap = np.full(num_classes, np.nan)
+    for c in range(1, num_classes + 1):
+        if num_pos[c]:
+            ap[c - 1] = _voc_ap(rec[c], prec[c])
     return ap

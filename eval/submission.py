@@ -47,7 +47,7 @@ def _first_bad_line(path: Path, lines: list[str], numbers: list[int]) -> None:
         if len(parts) != 7:
             raise UserError(f"{path}:{lineno}: expected 7 columns '<image_index> <class_id> <confidence> "
                             f"<xmin> <ymin> <xmax> <ymax>', got {len(parts)}")
-        for col, (name, value) in enumerate(zip(("image_index", "class_id"), parts[:2])):
+        for name, value in zip(("image_index", "class_id"), parts[:2]):
             try:
                 int(value)
             except ValueError:
@@ -130,10 +130,12 @@ def validate_submission(
     counts = {"inverted_boxes": int(inverted.sum()), "out_of_image_boxes": 0}
     if image_sizes is not None and len(b):
         wh = image_sizes[sub.image_index - 1]
-        outside = (b[:, :2] < 0).any(1) | (b[:, 2] > wh[:, 0] - 1) | (b[:, 3] > wh[:, 1] - 1)
+        # Continuous boxes may end on the image's far edge (x2 = width); beyond it is outside.
+        outside = (b[:, :2] < 0).any(1) | (b[:, 2] > wh[:, 0]) | (b[:, 3] > wh[:, 1])
         counts["out_of_image_boxes"] = int((outside & ~inverted).sum())
     if counts["inverted_boxes"]:
-        log.warning("%s: %d inverted boxes (xmax < xmin or ymax < ymin) accepted; they cannot match",
+        log.warning("%s: %d inverted boxes (xmax < xmin or ymax < ymin) accepted as the devkit does; "
+                    "inverted by more than a pixel, a box cannot match",
                     path, counts["inverted_boxes"])
     if counts["out_of_image_boxes"]:
         log.warning("%s: %d boxes extend outside their image; accepted as the devkit does (not clipped)",

@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from detect.cli import run_user_errors
+from detect.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +49,19 @@ def test_eval_map_bad_line_is_one_line_error(ilsvrc_root: Path, tmp_path: Path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {dets}:2: image index 9 is out of range 1..4"
     assert not (out / "metrics.json").exists()
+
+
+def test_run_user_errors_prints_one_line_or_the_traceback(monkeypatch, capsys):
+    @run_user_errors
+    def entry():
+        raise UserError("dets.txt:3: confidence is NaN or infinite")
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("DETECT_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: dets.txt:3: confidence is NaN or infinite\n"
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(UserError):
+        entry()

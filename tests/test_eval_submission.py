@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from detect.data.record import ClassList, DetectionDataset, ImageRecord
 from detect.errors import UserError
+from eval.map import evaluate_submission
 from eval.submission import read_submission, validate_submission, write_submission
 
 
@@ -56,29 +59,59 @@ def test_malformed_lines(tmp_path, content, message):
 def test_ids_checked_against_split(tmp_path, line, message):
     path = tmp_path / "s.txt"
     path.write_text("1 1 0.5 0 0 10 10\n" + line + "\n")
-    with pytest.raises(UserError, match=rf":2: {message.replace('(', '.').replace(')', '.')}"):
+    with pytest.raises(UserError) as err:
         validate_submission(read_submission(path), path=path, num_images=3, num_classes=2)
+    assert str(err.value) == f"{path}:2: {message}"
 
 
 def test_missing_and_binary_files(tmp_path):
-    with pytest.raises(UserError, match="submission file not found"):
+    with pytest.raises(UserError) as err:
         read_submission(tmp_path / "nope.txt")
+    assert str(err.value) == f"{tmp_path / 'nope.txt'}: submission file not found"
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(UserError, match="not a text file"):
+    with pytest.raises(UserError) as err:
         read_submission(tmp_path / "bin.txt")
+    assert str(err.value).startswith(f"{tmp_path / 'bin.txt'}: not a text file")
 
 
 def test_inverted_outside_and_empty_are_accepted_with_warnings(tmp_path, caplog):
     path = tmp_path / "w.txt"
-    path.write_text("1 1 0.5 10 10 0 0\n1 1 0.4 -5 0 10 10\n1 1 0.3 0 0 10 10\n")
+    path.write_text("1 1 0.5 10 10 0 0\n1 1 0.4 -5 0 10 10\n1 1 0.3 0 0 20 20\n1 1 0.2 0 0 20.5 20\n")
     sizes = np.array([[20, 20]])
     with caplog.at_level(logging.WARNING):
         counts = validate_submission(read_submission(path), path=path, num_images=1, num_classes=1,
                                      image_sizes=sizes)
-    assert counts == {"inverted_boxes": 1, "out_of_image_boxes": 1}
-    assert "1 inverted boxes" in caplog.text and "1 boxes extend outside" in caplog.text
+    assert counts == {"inverted_boxes": 1, "out_of_image_boxes": 2}  # x1 = -5 and x2 = 20.5 > 20
+    assert "1 inverted boxes" in caplog.text and "2 boxes extend outside" in caplog.text
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with caplog.at_level(logging.WARNING):
         validate_submission(read_submission(empty), path=empty, num_images=1, num_classes=1)
     assert "no detections" in caplog.text
+
+
+def _one_image_dataset():
+    rec = ImageRecord("im1", 1, Path("im1.jpg"), 100, 100, np.array([[0, 0, 49, 49]], np.float32),
+                      np.array([1], np.int64), np.zeros(1, bool))
+    return DetectionDataset("t", "val", Path("."), ClassList(("n1",), ("thing",)), (rec,))
+
+
+def test_empty_submission_scores_zero_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "empty.txt"
+    path.write_text("# nothing detected\n\n")
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate_submission(_one_image_dataset(), path, out_dir=None, coco=False, coco_max_dets=100,
+                                      plots=False)
+    assert metrics["mAP"] == 0.0 and metrics["per_class_ap"] == {"thing": 0.0}
+    assert metrics["n_detections"] == 0 and metrics["n_ground_truth"] == 1
+    assert "no detections" in caplog.text
+
+
+def test_evaluate_submission_rejects_bad_files(tmp_path):
+    kwargs = dict(out_dir=None, coco=False, coco_max_dets=100, plots=False)
+    with pytest.raises(UserError, match="submission file not found"):
+        evaluate_submission(_one_image_dataset(), tmp_path / "missing.txt", **kwargs)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 1 0.5 0 0 10 10\n1 2 0.5 0 0 10 10\n")
+    with pytest.raises(UserError, match=r"bad.txt:2: unknown class id 2 \(classes are 1..1\)"):
+        evaluate_submission(_one_image_dataset(), bad, **kwargs)
