@@ -155,11 +155,17 @@ class MultiBoxProposer:
 
     model: MultiBoxNet
     priors: np.ndarray
+    network_key: str  # cache key of the trained network (for proposal cache keys)
     top_k: int
     nms_iou: float
     min_size: float
     pixel_mean: tuple[float, ...]
     pixel_std: tuple[float, ...]
+
+    def identity(self) -> dict:
+        """Everything that determines the output (for cache keys)."""
+        return {"source": "multibox", "network": self.network_key, "top_k": self.top_k,
+                "nms_iou": self.nms_iou, "min_size": self.min_size}
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import cv2

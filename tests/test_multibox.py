@@ -92,7 +92,7 @@ def _train(tmp_path, iterations, name="mb.pt", every=100, kill_at=None):
 def test_loss_decreases_on_tiny_set(tmp_path):
     model, priors, losses = _train(tmp_path, 40)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
-    proposer = MultiBoxProposer(model, priors, top_k=3, nms_iou=0.7, min_size=1.0, pixel_mean=MEAN, pixel_std=STD)
+    proposer = MultiBoxProposer(model, priors, network_key="k", top_k=3, nms_iou=0.7, min_size=1.0, pixel_mean=MEAN, pixel_std=STD)
     boxes, scores = proposer(np.zeros((50, 80, 3), np.uint8))
     assert boxes.shape[1] == 4 and len(boxes) <= 3 and np.all(np.diff(scores) <= 0)
     assert boxes[:, [0, 2]].max() <= 80 and boxes[:, [1, 3]].max() <= 50

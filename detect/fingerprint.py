@@ -1,0 +1,39 @@
+"""Cache keys: a short hash of everything that determines a stage's result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+from detect.data.record import DetectionDataset
+
+# Bump when a stage's on-disk format or semantics change: old caches are then ignored.
+CACHE_VERSION = 1
+
+
+def config_hash(*parts: Any) -> str:
+    """16 hex chars of sha256 over canonical JSON of ``parts`` (dicts with sorted keys)."""
+    text = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: DetectionDataset) -> str:
+    """Identity of a split's content: image ids, file sizes, sizes, boxes and labels.
+
+    File sizes (not modification times) are used, so a byte-identical regenerated
+    dataset keeps its caches while any edit to an image or annotation invalidates them.
+    """
+    h = hashlib.sha256()
+    h.update(f"{dataset.name}|{dataset.split}|{len(dataset.classes)}|{sorted(dataset.blacklist)}".encode())
+    for rec in dataset.records:
+        try:
+            size = rec.path.stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"|{rec.image_id}|{rec.index}|{size}|{rec.width}x{rec.height}|".encode())
+        h.update(np.ascontiguousarray(rec.boxes, np.float32).tobytes())
+        h.update(np.ascontiguousarray(rec.labels, np.int64).tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,107 @@
+"""Ensemble members: train (or load the cached) network, score a split's regions (cached too).
+
+Cache layout under ``cache_dir``:
+
+* ``members/<key>/``: ``checkpoint.pt`` while training (a killed run resumes from it),
+  ``model.pt`` once finished.  The key hashes the training split, its proposals,
+  the whole classifier config and the member's seed.
+* ``scores/<key>.npz``: one member's softmax scores for every region of a split
+  (``scores`` float32 ``(sum R_i, C + 1)``, ``counts`` int64 ``(N,)``), so any subset
+  of members can be re-ensembled without running a network.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from classifier.score import score_dataset
+from classifier.train import train_classifier
+from classifier.windows import WindowDataset
+from detect import atomic
+from detect.data.record import DetectionDataset
+from detect.fingerprint import config_hash, dataset_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
+    """The configured network with ``num_classes`` object classes + background outputs."""
+    return instantiate(cfg.model)(num_classes=num_classes + 1)
+
+
+def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, seed: int) -> str:
+    training = OmegaConf.to_container(cfg, resolve=True)
+    training.pop("score", None)  # scoring options do not change the trained weights
+    training.pop("runtime", None)
+    return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed)
+
+
+def train_member(
+    cfg: DictConfig, *, train: DetectionDataset, proposals: list[np.ndarray], proposals_key: str,
+    seed: int, cache_dir: str, device: str,
+) -> tuple[torch.nn.Module, str]:
+    """One trained member (from the cache when it is there) and its cache key."""
+    key = member_key(cfg, train=train, proposals_key=proposals_key, seed=seed)
+    stage = Path(cache_dir) / "members" / key
+    final = stage / "model.pt"
+    torch.manual_seed(seed)  # initialisation
+    model = build_model(cfg, len(train.classes))
+    if final.exists():
+        log.info("member %s: cached weights %s", key, final)
+        model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
+        return model.eval(), key
+    windows = WindowDataset(
+        train, proposals, labeler=instantiate(cfg.labeler), sampler=instantiate(cfg.sampler),
+        input_size=cfg.model.input_size, **cfg.windows,
+    )
+    train_classifier(model, windows, checkpoint_dir=stage, seed=seed, device=device, **cfg.train)
+    model.cpu()
+    with atomic.atomic_path(final) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return model.eval(), key
+
+
+def _load_scores(path: Path, expected_counts: np.ndarray) -> list[np.ndarray] | None:
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            scores, counts = z["scores"], z["counts"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        log.warning("%s: unreadable region-score cache (%s); recomputing", path, exc)
+        return None
+    if not np.array_equal(counts, expected_counts) or len(scores) != counts.sum():
+        log.warning("%s: region-score cache does not match the proposals; recomputing", path)
+        return None
+    return np.split(scores, np.cumsum(counts)[:-1])
+
+
+def score_member(
+    model: torch.nn.Module, cfg: DictConfig, *, member_key: str, dataset: DetectionDataset,
+    proposals: list[np.ndarray], proposals_key: str, cache_dir: str, device: str,
+) -> list[np.ndarray]:
+    """Per-image float32 ``(R_i, C + 1)`` softmax scores of ``proposals`` on ``dataset``, cached."""
+    scoring = OmegaConf.to_container(cfg.score, resolve=True)
+    key = config_hash("scores", member_key, dataset_fingerprint(dataset), proposals_key, scoring)
+    path = Path(cache_dir) / "scores" / f"{key}.npz"
+    counts = np.array([len(p) for p in proposals], np.int64)
+    if path.exists():
+        cached = _load_scores(path, counts)
+        if cached is not None:
+            return cached
+    per_image = [
+        s.scores for s in score_dataset(
+            model, dataset, proposals, input_size=cfg.model.input_size, context_pad=cfg.windows.context_pad,
+            pixel_mean=cfg.windows.pixel_mean, pixel_std=cfg.windows.pixel_std, device=device, **cfg.score,
+        )
+    ]
+    num_outputs = len(dataset.classes) + 1
+    flat = np.concatenate(per_image) if per_image else np.zeros((0, num_outputs), np.float32)
+    atomic.save_npz(path, scores=flat.astype(np.float32), counts=counts)
+    return per_image
+

@@ -1,0 +1,136 @@
+"""The whole pipeline as a plain function: data -> proposals -> members -> scores -> ensemble -> eval.
+
+`run_pipeline(cfg, out_dir)` is what ``python -m detect.run`` calls; it returns the
+``metrics.json`` dict.  Every expensive stage is cached under ``cfg.cache_dir`` by a
+hash of what determines it (see `detect.proposal_stage`, `detect.members`), so an
+identical second run only re-does the ensemble, NMS and evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from detect import atomic
+from detect.ensemble import EnsembleSettings, member_seed
+from detect.members import score_member, train_member
+from detect.outputs import draw_examples, summary_text, write_coco_results
+from detect.postprocess import average_member_scores, cap_per_class, image_detections
+from detect.proposal_stage import build_sources, proposal_report, split_proposals
+from eval.map import evaluate_detections
+from eval.plots import plot_recall_curves
+from eval.submission import Submission, write_submission
+
+log = logging.getLogger(__name__)
+
+
+class StageTimer:
+    """Wall-clock seconds per stage, for ``metrics.json``'s ``timing_s``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        log.info("==== %s ====", stage)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def detections(
+    proposals: list[np.ndarray], scores: list[np.ndarray], image_indices: list[int], settings: EnsembleSettings,
+) -> Submission:
+    """Class-wise NMS per image, then the per-class cap over the split, as one `Submission`."""
+    parts = []
+    for boxes, s, index in zip(proposals, scores, image_indices):
+        b, sc, lab = image_detections(boxes, s, nms_iou=settings.nms_iou, score_threshold=settings.score_threshold,
+                                      max_per_image=settings.max_per_image)
+        parts.append((np.full(len(sc), index, np.int64), lab, sc, b))
+    image_index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    class_id = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    score = np.concatenate([p[2] for p in parts]).astype(np.float64) if parts else np.zeros(0)
+    boxes = np.concatenate([p[3] for p in parts]).astype(np.float64) if parts else np.zeros((0, 4))
+    keep = cap_per_class(score, class_id, max_per_class=settings.max_per_class)
+    return Submission(image_index[keep], class_id[keep], score[keep], boxes[keep], np.arange(len(keep)) + 1)
+
+
+def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Run every stage; write ``detections.txt``, ``metrics.json``, plots and examples to ``out_dir``."""
+    out_dir = Path(out_dir)
+    timer = StageTimer()
+    cache_dir = str(cfg.cache_dir)
+    settings: EnsembleSettings = instantiate(cfg.ensemble)
+
+    with timer("data"):
+        source = instantiate(cfg.data)
+        train = source.load(source.train_split)
+        val = source.load(source.split)
+
+    with timer("proposals"):
+        sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed))
+        common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size,
+                      shard=None, merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image)
+        train_props = split_proposals(train, sources, **common)
+        val_props = split_proposals(val, sources, **common)
+        report = proposal_report(val, val_props)
+        plot_recall_curves(out_dir / "recall_vs_proposals.png", {k: v["curve"] for k, v in report.items()})
+
+    member_scores: list[list[np.ndarray]] = []
+    member_keys: list[str] = []
+    for k in settings.member_ids:
+        with timer("train"):
+            model, key = train_member(cfg.classifier, train=train, proposals=train_props.boxes,
+                                      proposals_key=train_props.key, seed=member_seed(int(cfg.seed), k),
+                                      cache_dir=cache_dir, device=str(cfg.device))
+        with timer("score"):
+            member_scores.append(score_member(model, cfg.classifier, member_key=key, dataset=val,
+                                              proposals=val_props.boxes, proposals_key=val_props.key,
+                                              cache_dir=cache_dir, device=str(cfg.device)))
+        member_keys.append(key)
+
+    indices = [r.index for r in val.records]
+    with timer("ensemble"):
+        averaged = [average_member_scores([m[i] for m in member_scores]) for i in range(len(val))]
+        ensemble = detections(val_props.boxes, averaged, indices, settings)
+        write_submission(out_dir / "detections.txt", ensemble.image_index, ensemble.class_id, ensemble.score,
+                         ensemble.boxes)
+        write_coco_results(out_dir / "detections_coco.json", ensemble.image_index, ensemble.class_id,
+                           ensemble.score, ensemble.boxes)
+
+    with timer("eval"):
+        metrics = evaluate_detections(val, ensemble, source=str(out_dir / "detections.txt"), out_dir=out_dir,
+                                      **cfg.eval)
+        members_map = []
+        for scores in member_scores:
+            member_metrics = evaluate_detections(val, detections(val_props.boxes, scores, indices, settings),
+                                                 source="member", out_dir=None, coco=False, coco_max_dets=0,
+                                                 plots=False)
+            members_map.append(member_metrics["mAP"])
+        draw_examples(out_dir, val, ensemble.image_index, ensemble.class_id, ensemble.score, ensemble.boxes,
+                      num_images=6, per_image=5, min_score=0.3)
+
+    metrics = {
+        "mAP": metrics["mAP"],
+        "per_class_ap": metrics["per_class_ap"],
+        "members_mAP": members_map,
+        "proposals": report,
+        "timing_s": timer.seconds,
+        "n_detections": metrics["n_detections"],
+        "n_ground_truth": metrics["n_ground_truth"],
+        **({"coco": metrics["coco"]} if "coco" in metrics else {}),
+        "members": member_keys,
+        "num_images": {"train": len(train), "val": len(val)},
+    }
+    atomic.write_json(out_dir / "metrics.json", metrics)
+    print(summary_text(metrics, out_dir), flush=True)
+    return metrics

@@ -1,0 +1,75 @@
+"""The proposal stage of the pipeline: Selective Search and/or MultiBox, merged, cached, measured."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from detect.data.record import DetectionDataset
+from detect.fingerprint import config_hash
+from eval.proposal_metrics import proposal_metrics
+from proposals.extract import extract_proposals
+from proposals.merge import merge_split
+from proposals.multibox_stage import build_multibox_proposer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitProposals:
+    """Per-image proposals of one split used downstream, plus what produced them."""
+
+    boxes: list[np.ndarray]  # float32 (P_i, 4) xyxy, aligned with dataset.records
+    key: str  # cache identity of these proposals (keys downstream caches)
+    per_source: dict[str, list[np.ndarray]]  # "ss" / "multibox" / "merged" -> per-image boxes
+
+
+def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, seed: int) -> dict[str, Any]:
+    """Instantiate the configured proposal sources, MultiBox first (its boxes are scored)."""
+    sources: dict[str, Any] = {}
+    if cfg.get("multibox") is not None:
+        proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, **cfg.multibox)
+        if proposer is not None:
+            sources["multibox"] = proposer
+    if cfg.get("ss") is not None:
+        sources["ss"] = instantiate(cfg.ss)
+    if not sources:
+        raise ValueError("no proposal source configured (proposals.ss and proposals.multibox are both off)")
+    return sources
+
+
+def split_proposals(
+    dataset: DetectionDataset, sources: dict[str, Any], *, cache_dir: str, workers: int, chunk_size: int,
+    shard: str | None, merge_iou: float, max_per_image: int | None,
+) -> SplitProposals | None:
+    """Extract (or load) every source's proposals on ``dataset`` and merge them.
+
+    Returns None when ``shard`` is set (only that shard was computed).
+    """
+    per_source: dict[str, list[np.ndarray]] = {}
+    ids = []
+    for name, source in sources.items():
+        props = extract_proposals(dataset, source, source_id=source.identity(), cache_dir=cache_dir,
+                                  workers=workers, chunk_size=chunk_size, shard=shard)
+        if props is None:
+            continue
+        per_source[name] = props.boxes
+        ids.append(source.identity())
+    if shard is not None:
+        return None
+    merged = merge_split(list(per_source.values()), iou_threshold=merge_iou, max_boxes=max_per_image)
+    if len(per_source) > 1:
+        per_source["merged"] = merged
+    key = config_hash("proposals", ids, merge_iou, max_per_image)
+    return SplitProposals(boxes=merged, key=key, per_source=per_source)
+
+
+def proposal_report(dataset: DetectionDataset, proposals: SplitProposals) -> dict[str, dict]:
+    """``metrics.json``'s ``proposals`` entry: per source, ``per_image``, ``coverage``, recall, ABO, curve."""
+    return {name: proposal_metrics(dataset.records, boxes).summary() for name, boxes in proposals.per_source.items()}

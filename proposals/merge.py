@@ -1,0 +1,77 @@
+"""Merging ranked proposal lists (GoogLeNet: Selective Search boxes plus the top 200 MultiBox boxes).
+
+Sources are given in priority order, MultiBox first: its boxes carry learned
+confidences and are only ``top_k``, so they should survive a per-image cap;
+Selective Search follows in its own rank order.  A box of a later source is
+dropped when its IoU with a box kept from an *earlier* source exceeds
+``iou_threshold`` (a near-duplicate adds no coverage).  Boxes are never compared
+with boxes of their own source: each source already removed its own duplicates
+(SS exact repeats, MultiBox by NMS), and thinning SS's near-duplicates here would
+change the SS box count the paper's comparison is about.
+
+All boxes are float ``(N, 4)`` xyxy in the same image coordinates.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+
+def merge_keep(sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None) -> np.ndarray:
+    """Indices (int64, ascending) into ``np.concatenate(sources)`` of the merged proposals.
+
+    Args:
+        sources: ``(N_i, 4)`` xyxy arrays in priority order, each in its own rank order.
+        iou_threshold: a box whose IoU with an earlier source's kept box is ``> iou_threshold``
+            is dropped (``>= 1``: nothing is dropped, not even exact copies).
+        max_boxes: keep at most this many, first ones first (None: no cap).
+    """
+    keep: list[np.ndarray] = []
+    kept_boxes = torch.zeros((0, 4), dtype=torch.float32)
+    offset = 0
+    for boxes in sources:
+        b = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
+        idx = torch.arange(len(b))
+        if len(kept_boxes) and len(b):
+            # IoU of two identical zero-area boxes is 0/0 = nan; nan > t is False, so such a box stays.
+            dup = (box_iou(b, kept_boxes) > iou_threshold).any(dim=1)
+            idx = idx[~dup]
+        keep.append((idx + offset).numpy())
+        kept_boxes = torch.cat([kept_boxes, b[idx]])
+        offset += len(b)
+    out = np.concatenate(keep).astype(np.int64) if keep else np.zeros((0,), np.int64)
+    return out if max_boxes is None else out[:max_boxes]
+
+
+def merge_proposals(
+    sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merged boxes float32 ``(M, 4)`` xyxy and, per box, the index of its source int64 ``(M,)``.
+
+    See `merge_keep` for the rule.
+    """
+    arrays = [np.asarray(s, np.float32).reshape(-1, 4) for s in sources]
+    keep = merge_keep(arrays, iou_threshold=iou_threshold, max_boxes=max_boxes)
+    if not arrays:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    origin = np.concatenate([np.full(len(a), i, np.int64) for i, a in enumerate(arrays)])
+    return np.concatenate(arrays)[keep], origin[keep]
+
+
+def merge_split(
+    per_source: Sequence[Sequence[np.ndarray]], *, iou_threshold: float, max_boxes: int | None
+) -> list[np.ndarray]:
+    """`merge_proposals` image by image: ``per_source[s][i]`` are source ``s``'s boxes for image ``i``.
+
+    Returns one float32 ``(M_i, 4)`` xyxy array per image.
+    """
+    lengths = {len(p) for p in per_source}
+    if len(lengths) > 1:
+        raise ValueError(f"sources cover different numbers of images: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    return [merge_proposals([p[i] for p in per_source], iou_threshold=iou_threshold, max_boxes=max_boxes)[0]
+            for i in range(n)]

@@ -1,0 +1,78 @@
+"""`python -m detect.run` end to end on the tiny profile, in real subprocesses.
+
+Checks the output contract (SPEC section 9), that a second identical run reuses
+every cached stage, and that a two-point multirun writes a two-row summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval.submission import read_submission
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str, multirun: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+    flags = ["-m"] if multirun else []
+    proc = subprocess.run([sys.executable, "-m", "detect.run", *flags, "profile=tiny", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    out = tmp / "run1"
+    _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={out}")
+    return tmp, out
+
+
+def test_output_contract(first_run):
+    _, out = first_run
+    for name in ("detections.txt", "metrics.json", "detections_coco.json", "pr_curves.png", "per_class_ap.png",
+                 "recall_vs_proposals.png", ".hydra/config.yaml"):
+        assert (out / name).exists(), name
+    assert list((out / "examples").glob("*.png"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert isinstance(metrics["mAP"], float) and 0.0 <= metrics["mAP"] <= 1.0
+    assert set(metrics["per_class_ap"]) == {"striped_disc", "checkered_disc", "dotted_ring", "shaded_ring"}
+    assert len(metrics["members_mAP"]) == 2 and all(isinstance(m, float) for m in metrics["members_mAP"])
+    assert set(metrics["proposals"]) == {"ss", "multibox", "merged"}
+    for stats in metrics["proposals"].values():
+        assert isinstance(stats["per_image"], float) and 0.0 <= stats["coverage"] <= 1.0
+    assert {"data", "proposals", "train", "score", "ensemble", "eval"} <= set(metrics["timing_s"])
+    sub = read_submission(out / "detections.txt")
+    assert len(sub) > 0 and sub.image_index.min() >= 1 and sub.image_index.max() <= 12
+    assert sub.class_id.min() >= 1 and sub.class_id.max() <= 4
+
+
+def test_second_run_reuses_every_stage(first_run):
+    tmp, out = first_run
+    proc = _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run2'}")
+    log = proc.stdout + proc.stderr
+    assert "cached weights" in log and "classifier: train" not in log
+    first = json.loads((out / "metrics.json").read_text())
+    second = json.loads((tmp / "run2" / "metrics.json").read_text())
+    assert second["mAP"] == first["mAP"] and second["members_mAP"] == first["members_mAP"]
+    assert (tmp / "run2" / "detections.txt").read_bytes() == (out / "detections.txt").read_bytes()
+
+
+def test_two_point_multirun_summary(first_run):
+    tmp, _ = first_run
+    sweep = tmp / "sweep"
+    _run("ensemble.nms_iou=0.3,0.5", f"cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={sweep}", multirun=True)
+    rows = list(csv.DictReader((sweep / "sweep_summary.csv").open()))
+    assert [r["overrides"].split()[1] for r in rows] == ["ensemble.nms_iou=0.3", "ensemble.nms_iou=0.5"]
+    for r in rows:
+        job = json.loads((sweep / r["job"] / "metrics.json").read_text())
+        assert float(r["mAP"]) == pytest.approx(job["mAP"])
+    assert (sweep / "sweep_summary.md").exists() and (sweep / "sweep_summary.png").exists()

@@ -1,0 +1,188 @@
+"""Proposal extraction cache: hit, miss on config change, resume after a kill, corrupt chunks, shards."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from detect.data.record import ClassList, DetectionDataset, ImageRecord, empty_annotations
+from detect.errors import ConfigError, UserError
+from proposals import cache as cache_mod
+from proposals.cache import ProposalCache, parse_shard
+from proposals.extract import extract_proposals
+from proposals.selective_search import SelectiveSearch
+
+NUM_IMAGES = 10
+CHUNK = 3  # chunks: [0,3) [3,6) [6,9) [9,10)
+
+
+def make_dataset(root: Path, n: int = NUM_IMAGES) -> DetectionDataset:
+    root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        img = cv2.resize((rng.random((14, 17, 3)) * 255).astype(np.uint8), (100, 80), interpolation=cv2.INTER_CUBIC)
+        x, y = int(rng.integers(0, 60)), int(rng.integers(0, 40))
+        img[y:y + 30, x:x + 35] = rng.integers(0, 256, 3)
+        path = root / f"img_{i}.png"
+        cv2.imwrite(str(path), img)
+        records.append(ImageRecord(f"img_{i}", i + 1, path, 100, 80, *empty_annotations()))
+    return DetectionDataset("tiny", "val", root, ClassList(("n01",), ("thing",)), tuple(records))
+
+
+SS = SelectiveSearch(mode="fast", base_k=50, inc_k=50, sigma=0.8, min_region_size=50, scale=1,
+                     resize_short_side=None, max_long_side=None, max_boxes=None, min_size=0)
+
+
+class Counting:
+    """Wraps a source; counts calls and raises after ``fail_after`` calls (a simulated kill)."""
+
+    def __init__(self, source, fail_after: int | None = None, scored: bool = False):
+        self.source, self.fail_after, self.scored, self.calls = source, fail_after, scored, 0
+
+    def __call__(self, image):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        boxes = self.source(image)
+        return (boxes, np.linspace(1, 0, len(boxes), dtype=np.float32)) if self.scored else boxes
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> DetectionDataset:
+    return make_dataset(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    return extract_proposals(dataset, SS, source_id=SS.identity(), cache_dir=tmp_path_factory.mktemp("ref"),
+                             workers=1, chunk_size=CHUNK, shard=None, progress=False)
+
+
+def run(dataset, source, cache_dir, *, source_id=None, workers=1, shard=None):
+    return extract_proposals(dataset, source, source_id=source_id or SS.identity(), cache_dir=cache_dir,
+                             workers=workers, chunk_size=CHUNK, shard=shard, progress=False)
+
+
+def assert_same(a, b):
+    assert a.image_ids == b.image_ids
+    assert len(a.boxes) == len(b.boxes)
+    for x, y in zip(a.boxes, b.boxes):
+        np.testing.assert_array_equal(x, y)
+
+
+def chunk_files(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.glob("proposals/*/chunk_*.npz"))
+
+
+def test_reference_shapes(reference, dataset):
+    assert reference.image_ids == tuple(r.image_id for r in dataset.records)
+    assert reference.scores is None
+    assert all(b.dtype == np.float32 and b.shape[1] == 4 and len(b) > 0 for b in reference.boxes)
+
+
+def test_hit_does_no_work(dataset, reference, tmp_path):
+    first = Counting(SS)
+    assert_same(run(dataset, first, tmp_path), reference)
+    assert first.calls == NUM_IMAGES
+    assert len(chunk_files(tmp_path)) == 4
+    second = Counting(SS)
+    assert_same(run(dataset, second, tmp_path), reference)
+    assert second.calls == 0
+
+
+def test_config_change_misses(dataset, tmp_path):
+    run(dataset, SS, tmp_path)
+    other = dataclasses.replace(SS, scale=2)
+    counting = Counting(other)
+    result = run(dataset, counting, tmp_path, source_id=other.identity())
+    assert counting.calls == NUM_IMAGES
+    assert len(list(tmp_path.glob("proposals/*/meta.json"))) == 2
+    assert sum(len(b) for b in result.boxes) < sum(len(b) for b in run(dataset, SS, tmp_path).boxes)
+
+
+def test_resume_after_kill(dataset, reference, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, Counting(SS, fail_after=7), tmp_path)
+    # Images 0..6 were computed, but only the complete chunks [0,3) and [3,6) were written.
+    assert [p.name for p in chunk_files(tmp_path)] == ["chunk_00000.npz", "chunk_00001.npz"]
+    resumed = Counting(SS)
+    assert_same(run(dataset, resumed, tmp_path), reference)
+    assert resumed.calls == NUM_IMAGES - 2 * CHUNK
+
+
+def test_corrupt_chunks_are_recomputed_with_a_warning(dataset, reference, tmp_path):
+    run(dataset, SS, tmp_path)
+    files = chunk_files(tmp_path)
+    data = files[1].read_bytes()
+    files[1].write_bytes(data[: len(data) // 2])  # truncated
+    data = bytearray(files[2].read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the boxes
+    files[2].write_bytes(bytes(data))
+    counting = Counting(SS)
+    with pytest.warns(UserWarning, match="recomputing") as record:
+        result = run(dataset, counting, tmp_path)
+    warned = {Path(str(w.message).split(":")[0]).name for w in record if issubclass(w.category, UserWarning)}
+    assert warned == {files[1].name, files[2].name}
+    assert counting.calls == 2 * CHUNK
+    assert_same(result, reference)
+
+
+def test_other_format_version_is_recomputed(dataset, reference, tmp_path, monkeypatch):
+    cache = ProposalCache(tmp_path / "c", [r.image_id for r in dataset.records], chunk_size=CHUNK)
+    monkeypatch.setattr(cache_mod, "FORMAT_VERSION", 0)
+    cache.write_chunk(0, reference.boxes[:CHUNK], None)
+    monkeypatch.setattr(cache_mod, "FORMAT_VERSION", 1)
+    with pytest.warns(UserWarning, match="format version 0"):
+        assert cache.read_chunk(0) is None
+    cache.write_chunk(0, reference.boxes[:CHUNK], None)
+    assert all(np.array_equal(a, b) for a, b in zip(cache.read_chunk(0)[0], reference.boxes[:CHUNK]))
+
+
+def test_shard_union_equals_unsharded(dataset, reference, tmp_path):
+    assert run(dataset, SS, tmp_path, shard="0/2") is None
+    assert [p.name for p in chunk_files(tmp_path)] == ["chunk_00000.npz", "chunk_00002.npz"]
+    cache = next(tmp_path.glob("proposals/*"))
+    with pytest.raises(UserError, match="2 of 4 proposal chunks are missing"):
+        ProposalCache(cache, reference.image_ids, chunk_size=CHUNK).load()
+    second = Counting(SS)
+    assert run(dataset, second, tmp_path, shard="1/2") is None
+    assert second.calls == 3 + 1  # chunks 1 and 3
+    union = Counting(SS)
+    assert_same(run(dataset, union, tmp_path), reference)
+    assert union.calls == 0
+    assert_same(ProposalCache(cache, reference.image_ids, chunk_size=CHUNK).load(), reference)
+
+
+def test_scores_round_trip(dataset, tmp_path):
+    scored = run(dataset, Counting(SS, scored=True), tmp_path, source_id={"source": "scored"})
+    again = run(dataset, Counting(SS, scored=True), tmp_path, source_id={"source": "scored"})
+    assert again.scores is not None
+    for b, s, s2 in zip(scored.boxes, scored.scores, again.scores):
+        assert s.shape == (len(b),) and s.dtype == np.float32
+        np.testing.assert_array_equal(s, s2)
+
+
+@pytest.mark.parametrize("bad", ["2/2", "a/b", "1", "-1/3"])
+def test_bad_shard_is_a_config_error(bad):
+    with pytest.raises(ConfigError):
+        parse_shard(bad)
+
+
+def test_parse_shard():
+    assert parse_shard(None) is None
+    assert parse_shard("1/4") == (1, 4)
+
+
+@pytest.mark.slow  # spawning workers imports torch and OpenCV in each (~3 s on 2 cores)
+def test_worker_processes_give_identical_proposals(dataset, reference, tmp_path):
+    assert run(dataset, SS, tmp_path, shard="0/2", workers=2) is None
+    # The other shard in this process, into the same folder: workers is not part of the key.
+    assert run(dataset, SS, tmp_path, shard="1/2", workers=1) is None
+    union = Counting(SS)
+    assert_same(run(dataset, union, tmp_path, workers=2), reference)
+    assert union.calls == 0
