@@ -76,3 +76,18 @@ def test_two_point_multirun_summary(first_run):
         job = json.loads((sweep / r["job"] / "metrics.json").read_text())
         assert float(r["mAP"]) == pytest.approx(job["mAP"])
     assert (sweep / "sweep_summary.md").exists() and (sweep / "sweep_summary.png").exists()
+
+
+def test_proposals_run_reports_every_source(first_run):
+    tmp, _ = first_run
+    out = tmp / "proposals"
+    proc = subprocess.run([sys.executable, "-m", "proposals.run", "profile=tiny", f"cache_dir={tmp / 'cache'}",
+                           "proposals.merge.max_per_image=null", f"hydra.run.dir={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "metrics.json").read_text())["proposals"]
+    assert set(report) == {"ss", "multibox", "merged", "random_priors"}
+    # Uncapped merge: MultiBox boxes first, then SS boxes not duplicating them.
+    assert report["merged"]["per_image"] <= report["ss"]["per_image"] + report["multibox"]["per_image"]
+    assert report["merged"]["coverage"] >= report["ss"]["coverage"]
+    assert (out / "recall_vs_proposals.png").exists()
