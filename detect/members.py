@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from classifier.bbox_reg import BboxRegressor
 from classifier.score import score_dataset
+from classifier.svm import SvmModel
 from classifier.train import train_classifier
+from classifier.warp import valid_regions
 from classifier.windows import WindowDataset
 from detect import atomic
 from detect.data.record import DetectionDataset
@@ -38,8 +43,9 @@ def build_model(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
 
 def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, seed: int) -> str:
     training = OmegaConf.to_container(cfg, resolve=True)
-    training.pop("score", None)  # scoring options do not change the trained weights
-    training.pop("runtime", None)
+    # Scoring options and post-classifiers (fitted after the network) do not change its weights.
+    for key in ("score", "runtime", "svm", "bbox_reg"):
+        training.pop(key, None)
     return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed)
 
 
@@ -68,6 +74,34 @@ def train_member(
     return model.eval(), key
 
 
+def _feature_extract(model: torch.nn.Module, cfg: DictConfig, device: str):
+    return partial(score_dataset, model, input_size=cfg.model.input_size, context_pad=cfg.windows.context_pad,
+                   pixel_mean=cfg.windows.pixel_mean, pixel_std=cfg.windows.pixel_std, device=device,
+                   features=True, **cfg.score)
+
+
+def fit_post_classifiers(
+    model: torch.nn.Module, cfg: DictConfig, *, member_key: str, train: DetectionDataset,
+    proposals: list[np.ndarray], seed: int, cache_dir: str, device: str,
+) -> tuple[SvmModel | None, BboxRegressor | None]:
+    """The member's optional SVMs and box regressors (None when off), fitted once and cached."""
+    fitted: list[Any] = []
+    for name, kind in (("svm", SvmModel), ("bbox_reg", BboxRegressor)):
+        group = cfg[name]
+        if not group.enabled:
+            fitted.append(None)
+            continue
+        key = config_hash(name, OmegaConf.to_container(group.fit, resolve=True))
+        path = Path(cache_dir) / "members" / member_key / f"{name}_{key}.npz"
+        if path.exists():
+            fitted.append(kind.load(path))
+            continue
+        result = instantiate(group.fit)(train, proposals, extract=_feature_extract(model, cfg, device), seed=seed)
+        result.save(path)
+        fitted.append(result)
+    return fitted[0], fitted[1]
+
+
 def _load_scores(path: Path, expected_counts: np.ndarray) -> list[np.ndarray] | None:
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
@@ -84,8 +118,19 @@ def _load_scores(path: Path, expected_counts: np.ndarray) -> list[np.ndarray] | 
 def score_member(
     model: torch.nn.Module, cfg: DictConfig, *, member_key: str, dataset: DetectionDataset,
     proposals: list[np.ndarray], proposals_key: str, cache_dir: str, device: str,
-) -> list[np.ndarray]:
-    """Per-image float32 ``(R_i, C + 1)`` softmax scores of ``proposals`` on ``dataset``, cached."""
+    svm: SvmModel | None = None, bbox_reg: BboxRegressor | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Per-image region scores of ``proposals`` on ``dataset`` and, with ``bbox_reg``, refined boxes.
+
+    Scores are float32 ``(R_i, C + 1)`` softmax probabilities, or SVM margins (column 0
+    = 0) with ``svm``; refined boxes are float32 ``(R_i, C, 4)`` xyxy, one per class.
+    Both are cached under ``<cache_dir>/scores/``.
+    """
+    if svm is not None or bbox_reg is not None:
+        return _score_with_features(model, cfg, dataset=dataset, proposals=proposals, device=device, svm=svm,
+                                    bbox_reg=bbox_reg, cache_path=Path(cache_dir) / "scores" / (config_hash(
+                                        "scores+post", member_key, dataset_fingerprint(dataset), proposals_key,
+                                        OmegaConf.to_container(cfg, resolve=True)) + ".npz"))
     scoring = OmegaConf.to_container(cfg.score, resolve=True)
     key = config_hash("scores", member_key, dataset_fingerprint(dataset), proposals_key, scoring)
     path = Path(cache_dir) / "scores" / f"{key}.npz"
@@ -93,7 +138,7 @@ def score_member(
     if path.exists():
         cached = _load_scores(path, counts)
         if cached is not None:
-            return cached
+            return cached, None
     per_image = [
         s.scores for s in score_dataset(
             model, dataset, proposals, input_size=cfg.model.input_size, context_pad=cfg.windows.context_pad,
@@ -103,5 +148,37 @@ def score_member(
     num_outputs = len(dataset.classes) + 1
     flat = np.concatenate(per_image) if per_image else np.zeros((0, num_outputs), np.float32)
     atomic.save_npz(path, scores=flat.astype(np.float32), counts=counts)
-    return per_image
+    return per_image, None
+
+
+def _score_with_features(
+    model: torch.nn.Module, cfg: DictConfig, *, dataset: DetectionDataset, proposals: list[np.ndarray],
+    device: str, svm: SvmModel | None, bbox_reg: BboxRegressor | None, cache_path: Path,
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    counts = np.array([len(p) for p in proposals], np.int64)
+    if cache_path.exists():
+        try:
+            with open(cache_path, "rb") as f, np.load(f, allow_pickle=False) as z:
+                if np.array_equal(z["counts"], counts):
+                    splits = np.cumsum(counts)[:-1]
+                    boxes = np.split(z["boxes"], splits) if "boxes" in z.files else None
+                    return np.split(z["scores"], splits), boxes
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            log.warning("%s: unreadable region-score cache (%s); recomputing", cache_path, exc)
+    scores, refined = [], []
+    for s in _feature_extract(model, cfg, device)(dataset, proposals):
+        rec, boxes = dataset.records[s.index], proposals[s.index]
+        if svm is not None:
+            scores.append(svm.scores(s.features, valid=valid_regions(boxes, width=rec.width, height=rec.height)))
+        else:
+            scores.append(s.scores)
+        if bbox_reg is not None:
+            refined.append(bbox_reg.apply(boxes, s.features, image_size=(rec.height, rec.width)).astype(np.float32))
+    num_outputs = len(dataset.classes) + 1
+    arrays = {"scores": np.concatenate(scores) if scores else np.zeros((0, num_outputs), np.float32),
+              "counts": counts}
+    if bbox_reg is not None:
+        arrays["boxes"] = np.concatenate(refined) if refined else np.zeros((0, num_outputs - 1, 4), np.float32)
+    atomic.save_npz(cache_path, **arrays)
+    return scores, (refined if bbox_reg is not None else None)
 

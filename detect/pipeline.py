@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 
 from detect import atomic
 from detect.ensemble import EnsembleSettings, member_seed
-from detect.members import score_member, train_member
+from detect.errors import ConfigError
+from detect.members import fit_post_classifiers, score_member, train_member
 from detect.outputs import draw_examples, summary_text, write_coco_results
 from detect.postprocess import average_member_scores, cap_per_class, image_detections
 from detect.proposal_stage import build_sources, proposal_report, split_proposals
@@ -50,7 +51,10 @@ class StageTimer:
 def detections(
     proposals: list[np.ndarray], scores: list[np.ndarray], image_indices: list[int], settings: EnsembleSettings,
 ) -> Submission:
-    """Class-wise NMS per image, then the per-class cap over the split, as one `Submission`."""
+    """Class-wise NMS per image, then the per-class cap over the split, as one `Submission`.
+
+    ``proposals[i]`` is ``(R_i, 4)`` xyxy, or ``(R_i, C, 4)`` per-class boxes after box regression.
+    """
     parts = []
     for boxes, s, index in zip(proposals, scores, image_indices):
         b, sc, lab = image_detections(boxes, s, nms_iou=settings.nms_iou, score_threshold=settings.score_threshold,
@@ -70,6 +74,8 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     timer = StageTimer()
     cache_dir = str(cfg.cache_dir)
     settings: EnsembleSettings = instantiate(cfg.ensemble)
+    if (settings.score == "svm") != bool(cfg.classifier.svm.enabled):
+        raise ConfigError("ensemble.score=svm needs classifier.svm.enabled=true, and the other way round")
 
     with timer("data"):
         source = instantiate(cfg.data)
@@ -86,22 +92,30 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         plot_recall_curves(out_dir / "recall_vs_proposals.png", {k: v["curve"] for k, v in report.items()})
 
     member_scores: list[list[np.ndarray]] = []
+    member_boxes: list[list[np.ndarray]] = []
     member_keys: list[str] = []
     for k in settings.member_ids:
+        seed = member_seed(int(cfg.seed), k)
         with timer("train"):
             model, key = train_member(cfg.classifier, train=train, proposals=train_props.boxes,
-                                      proposals_key=train_props.key, seed=member_seed(int(cfg.seed), k),
-                                      cache_dir=cache_dir, device=str(cfg.device))
+                                      proposals_key=train_props.key, seed=seed, cache_dir=cache_dir,
+                                      device=str(cfg.device))
+            svm, bbox_reg = fit_post_classifiers(model, cfg.classifier, member_key=key, train=train,
+                                                 proposals=train_props.boxes, seed=seed, cache_dir=cache_dir,
+                                                 device=str(cfg.device))
         with timer("score"):
-            member_scores.append(score_member(model, cfg.classifier, member_key=key, dataset=val,
-                                              proposals=val_props.boxes, proposals_key=val_props.key,
-                                              cache_dir=cache_dir, device=str(cfg.device)))
+            scores, refined = score_member(model, cfg.classifier, member_key=key, dataset=val,
+                                           proposals=val_props.boxes, proposals_key=val_props.key,
+                                           cache_dir=cache_dir, device=str(cfg.device), svm=svm, bbox_reg=bbox_reg)
+        member_scores.append(scores)
+        member_boxes.append(refined if refined is not None else val_props.boxes)
         member_keys.append(key)
 
     indices = [r.index for r in val.records]
     with timer("ensemble"):
         averaged = [average_member_scores([m[i] for m in member_scores]) for i in range(len(val))]
-        ensemble = detections(val_props.boxes, averaged, indices, settings)
+        boxes = [np.mean([m[i] for m in member_boxes], axis=0) for i in range(len(val))]
+        ensemble = detections(boxes, averaged, indices, settings)
         write_submission(out_dir / "detections.txt", ensemble.image_index, ensemble.class_id, ensemble.score,
                          ensemble.boxes)
         write_coco_results(out_dir / "detections_coco.json", ensemble.image_index, ensemble.class_id,
@@ -111,8 +125,8 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         metrics = evaluate_detections(val, ensemble, source=str(out_dir / "detections.txt"), out_dir=out_dir,
                                       **cfg.eval)
         members_map = []
-        for scores in member_scores:
-            member_metrics = evaluate_detections(val, detections(val_props.boxes, scores, indices, settings),
+        for scores, boxes in zip(member_scores, member_boxes):
+            member_metrics = evaluate_detections(val, detections(boxes, scores, indices, settings),
                                                  source="member", out_dir=None, coco=False, coco_max_dets=0,
                                                  plots=False)
             members_map.append(member_metrics["mAP"])

@@ -37,7 +37,8 @@ def image_detections(
     """Class-wise greedy NMS over one image's scored regions (R-CNN's post-processing).
 
     Args:
-        boxes: float ``(R, 4)`` xyxy regions.
+        boxes: float ``(R, 4)`` xyxy regions, or ``(R, C, 4)`` per-class boxes (after box
+            regression: each detection keeps its own class's box, as in R-CNN).
         scores: float ``(R, C + 1)`` class scores; column 0 (background) is ignored.
         nms_iou: IoU above which a lower-scored box of the same class is suppressed.
         score_threshold: class scores at or below this are dropped before NMS.
@@ -49,7 +50,7 @@ def image_detections(
     region, cls = np.nonzero(scores[:, 1:] > score_threshold)
     if len(region) == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
-    cand_boxes = torch.as_tensor(boxes[region], dtype=torch.float32)
+    cand_boxes = torch.as_tensor(boxes[region, cls] if boxes.ndim == 3 else boxes[region], dtype=torch.float32)
     cand_scores = torch.as_tensor(scores[region, cls + 1], dtype=torch.float32)
     labels = torch.as_tensor(cls + 1, dtype=torch.int64)
     keep = batched_nms(cand_boxes, cand_scores, labels, nms_iou)[:max_per_image]

@@ -91,3 +91,26 @@ def test_proposals_run_reports_every_source(first_run):
     assert report["merged"]["per_image"] <= report["ss"]["per_image"] + report["multibox"]["per_image"]
     assert report["merged"]["coverage"] >= report["ss"]["coverage"]
     assert (out / "recall_vs_proposals.png").exists()
+
+
+def test_svm_and_box_regression_options_run_end_to_end(first_run):
+    tmp, _ = first_run
+    out = tmp / "svm"
+    _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={out}", "classifier.svm.enabled=true",
+         "classifier.svm.fit.C=1.0", "ensemble.score=svm", "ensemble.score_threshold=-1.0",
+         "classifier.bbox_reg.enabled=true")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert isinstance(metrics["mAP"], float) and len(metrics["members_mAP"]) == 2
+    assert len(list((tmp / "cache" / "members").glob("*/svm_*.npz"))) == 2
+    assert len(list((tmp / "cache" / "members").glob("*/bbox_reg_*.npz"))) == 2
+
+
+def test_inconsistent_svm_settings_are_a_one_line_error(first_run):
+    tmp, _ = first_run
+    proc = subprocess.run([sys.executable, "-m", "detect.run", "profile=tiny", f"cache_dir={tmp / 'cache'}",
+                           f"hydra.run.dir={tmp / 'bad'}", "ensemble.score=svm"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: ensemble.score=svm needs classifier.svm.enabled=true, and the other way round")
+    assert not (tmp / "bad" / "metrics.json").exists()
