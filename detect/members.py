@@ -24,6 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from classifier.bbox_reg import BboxRegressor
+from classifier.onnx_runtime import OnnxScorer
+from classifier.roi import RoIClassifier, score_dataset_roi
+from classifier.roi_train import RoIBatchSampler, train_roi_classifier
 from classifier.score import score_dataset
 from classifier.svm import SvmModel
 from classifier.train import train_classifier
@@ -31,9 +34,13 @@ from classifier.warp import valid_regions
 from classifier.windows import WindowDataset
 from detect import atomic
 from detect.data.record import DetectionDataset
+from detect.errors import ConfigError
 from detect.fingerprint import config_hash, dataset_fingerprint
 
 log = logging.getLogger(__name__)
+
+MODES = ("warp", "roi")
+RUNTIMES = ("torch", "onnx")
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
@@ -67,7 +74,19 @@ def train_member(
         train, proposals, labeler=instantiate(cfg.labeler), sampler=instantiate(cfg.sampler),
         input_size=cfg.model.input_size, **cfg.windows,
     )
-    train_classifier(model, windows, checkpoint_dir=stage, seed=seed, device=device, **cfg.train)
+    if cfg.mode not in MODES or cfg.runtime not in RUNTIMES:
+        raise ConfigError(f"classifier.mode must be one of {MODES} and classifier.runtime one of {RUNTIMES}, "
+                          f"got {cfg.mode!r} / {cfg.runtime!r}")
+    if cfg.mode == "roi":
+        roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
+        batches = RoIBatchSampler(windows, images_per_batch=cfg.roi.images_per_batch,
+                                  fg_per_image=cfg.roi.fg_per_image, bg_per_image=cfg.roi.bg_per_image,
+                                  image_size=cfg.roi.image_size, max_size=cfg.roi.max_size)
+        # The RoI loop has no auxiliary heads and runs in the default memory format.
+        train_args = {k: v for k, v in cfg.train.items() if k not in ("aux_weight", "channels_last")}
+        train_roi_classifier(roi_model, batches, checkpoint_dir=stage, seed=seed, device=device, **train_args)
+    else:
+        train_classifier(model, windows, checkpoint_dir=stage, seed=seed, device=device, **cfg.train)
     model.cpu()
     with atomic.atomic_path(final) as tmp:
         torch.save(model.state_dict(), tmp)
@@ -75,9 +94,14 @@ def train_member(
 
 
 def _feature_extract(model: torch.nn.Module, cfg: DictConfig, device: str):
-    return partial(score_dataset, model, input_size=cfg.model.input_size, context_pad=cfg.windows.context_pad,
-                   pixel_mean=cfg.windows.pixel_mean, pixel_std=cfg.windows.pixel_std, device=device,
-                   features=True, **cfg.score)
+    """``extract(dataset, regions)`` streaming `ImageScores` with pooled features (torch, either mode)."""
+    common = dict(context_pad=cfg.windows.context_pad, pixel_mean=cfg.windows.pixel_mean,
+                  pixel_std=cfg.windows.pixel_std, device=device, features=True, **cfg.score)
+    if cfg.mode == "roi":
+        roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
+        return partial(score_dataset_roi, roi_model, image_size=cfg.roi.image_size, max_size=cfg.roi.max_size,
+                       **common)
+    return partial(score_dataset, model, input_size=cfg.model.input_size, **common)
 
 
 def fit_post_classifiers(
@@ -131,7 +155,7 @@ def score_member(
                                     bbox_reg=bbox_reg, cache_path=Path(cache_dir) / "scores" / (config_hash(
                                         "scores+post", member_key, dataset_fingerprint(dataset), proposals_key,
                                         OmegaConf.to_container(cfg, resolve=True)) + ".npz"))
-    scoring = OmegaConf.to_container(cfg.score, resolve=True)
+    scoring = {"score": OmegaConf.to_container(cfg.score, resolve=True), "runtime": cfg.runtime}
     key = config_hash("scores", member_key, dataset_fingerprint(dataset), proposals_key, scoring)
     path = Path(cache_dir) / "scores" / f"{key}.npz"
     counts = np.array([len(p) for p in proposals], np.int64)
@@ -139,12 +163,19 @@ def score_member(
         cached = _load_scores(path, counts)
         if cached is not None:
             return cached, None
-    per_image = [
-        s.scores for s in score_dataset(
-            model, dataset, proposals, input_size=cfg.model.input_size, context_pad=cfg.windows.context_pad,
-            pixel_mean=cfg.windows.pixel_mean, pixel_std=cfg.windows.pixel_std, device=device, **cfg.score,
-        )
-    ]
+    common = dict(context_pad=cfg.windows.context_pad, pixel_mean=cfg.windows.pixel_mean,
+                  pixel_std=cfg.windows.pixel_std, device=device, **cfg.score)
+    if cfg.mode == "roi":
+        roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
+        stream = score_dataset_roi(roi_model, dataset, proposals, image_size=cfg.roi.image_size,
+                                   max_size=cfg.roi.max_size, **common)
+    else:
+        if cfg.runtime == "onnx":
+            weights = Path(cache_dir) / "members" / member_key / "model.pt"
+            model = OnnxScorer(model, checkpoint=weights, intra_op_threads=cfg.onnx.intra_op_threads,
+                               atol=cfg.onnx.atol).model
+        stream = score_dataset(model, dataset, proposals, input_size=cfg.model.input_size, **common)
+    per_image = [s.scores for s in stream]
     num_outputs = len(dataset.classes) + 1
     flat = np.concatenate(per_image) if per_image else np.zeros((0, num_outputs), np.float32)
     atomic.save_npz(path, scores=flat.astype(np.float32), counts=counts)

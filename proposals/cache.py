@@ -18,8 +18,8 @@ concatenated ``boxes`` float32 ``(M, 4)`` xyxy, ``scores`` float32 ``(M,)``
 when the source gives them, and ``checksum`` (sha256 over all of those).  A
 chunk that is missing is computed; one that fails to load, fails its checksum,
 holds other images or another format version is recomputed with a warning.
-Because chunks are independent files, a killed extraction resumes at the first
-missing chunk, and shard ``i/n`` (chunks ``c`` with ``c % n == i``) can run in
+Because chunks are independent files, a killed extraction resumes with the chunks
+still missing, and shard ``i/n`` (chunks ``c`` with ``c % n == i``) can run in
 another process or machine into the same folder.
 """
 

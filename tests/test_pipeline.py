@@ -114,3 +114,19 @@ def test_inconsistent_svm_settings_are_a_one_line_error(first_run):
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: ensemble.score=svm needs classifier.svm.enabled=true, and the other way round")
     assert not (tmp / "bad" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("overrides", [["classifier.mode=roi", "classifier.roi.image_size=64"],
+                                       ["classifier.runtime=onnx"]])
+def test_roi_mode_and_onnx_runtime_run_end_to_end(first_run, overrides):
+    tmp, out = first_run
+    run = tmp / ("run_" + overrides[0].split("=")[1])
+    _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}", *overrides)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert isinstance(metrics["mAP"], float) and len(metrics["members_mAP"]) == 2
+    if overrides == ["classifier.runtime=onnx"]:
+        # Same weights, ONNX Runtime instead of torch: the same detections up to float noise.
+        baseline = json.loads((out / "metrics.json").read_text())
+        assert metrics["members"] == baseline["members"]
+        assert metrics["mAP"] == pytest.approx(baseline["mAP"], abs=1e-3)
+        assert list((tmp / "cache" / "members").glob("*/model.*.onnx"))
