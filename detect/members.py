@@ -51,8 +51,10 @@ def build_model(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
 def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, seed: int) -> str:
     training = OmegaConf.to_container(cfg, resolve=True)
     # Scoring options and post-classifiers (fitted after the network) do not change its weights.
-    for key in ("score", "runtime", "svm", "bbox_reg"):
+    for key in ("score", "runtime", "onnx", "svm", "bbox_reg"):
         training.pop(key, None)
+    if training.get("mode") != "roi":
+        training.pop("roi", None)
     return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed)
 
 
