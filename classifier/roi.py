@@ -34,23 +34,20 @@ image, before there are regions to classify.
 from __future__ import annotations
 
 import contextlib
-import logging
+from functools import partial
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image, roi_align
-from tqdm import tqdm
 
 from classifier.googlenet import LAYER_STRIDES, map_sizes
-from classifier.score import ImageScores, resolve_device
+from classifier.score import ImageScores, resolve_device, stream_scores
 from classifier.warp import context_boxes, normalise_image, valid_regions
-from detect.data.image_io import load_rgb
 from detect.data.record import DetectionDataset
-from detect.errors import ConfigError, DataError
+from detect.errors import ConfigError
 
-log = logging.getLogger(__name__)
 
 # Last trunk layer computed once per image; the layers from TAIL_START on run per region.
 SHARED_UNTIL = "inception4e"
@@ -270,21 +267,10 @@ def score_dataset_roi(
     ``proposals[i]`` is the ``(P_i, 4)`` xyxy array of record ``i``; other arguments as
     `score_regions_roi`.  Skipped degenerate regions are counted in a warning at the end.
     """
-    if len(proposals) != len(dataset):
-        raise DataError(
-            f"{dataset.name} {dataset.split}: proposals for {len(proposals)} images, dataset has {len(dataset)}"
-        )
-    skipped = 0
-    for i, rec in enumerate(tqdm(dataset.records, desc="classifier: score (roi)", unit="img")):
-        scores, feats, n_skip = _score_roi(
-            model, load_rgb(rec.path), proposals[i], batch_size=batch_size, image_size=image_size,
-            max_size=max_size, context_pad=context_pad, pixel_mean=pixel_mean, pixel_std=pixel_std,
-            device=device, amp=amp, channels_last=channels_last, features=features)
-        skipped += n_skip
-        yield ImageScores(i, scores, feats, n_skip)
-    if skipped:
-        log.warning("classifier: %d degenerate regions (zero size, NaN or outside the image) scored as background",
-                    skipped)
+    score_image = partial(_score_roi, model, batch_size=batch_size, image_size=image_size, max_size=max_size,
+                          context_pad=context_pad, pixel_mean=pixel_mean, pixel_std=pixel_std, device=device,
+                          amp=amp, channels_last=channels_last, features=features)
+    yield from stream_scores(dataset, proposals, score_image, desc="classifier: score (roi)")
 
 
 __all__ = [

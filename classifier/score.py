@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from functools import partial
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -166,17 +167,29 @@ def score_dataset(
     ``proposals[i]`` is the ``(P_i, 4)`` xyxy array of record ``i``; other arguments as
     `score_regions`.  Skipped degenerate regions are counted in a warning at the end.
     """
+    score_image = partial(_score, model, batch_size=batch_size, input_size=input_size, context_pad=context_pad,
+                          pixel_mean=pixel_mean, pixel_std=pixel_std, device=device, amp=amp,
+                          channels_last=channels_last, features=features)
+    yield from stream_scores(dataset, proposals, score_image, desc="classifier: score")
+
+
+def stream_scores(
+    dataset: DetectionDataset,
+    proposals: Sequence[np.ndarray],
+    score_image: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None, int]],
+    *,
+    desc: str,
+) -> Iterator[ImageScores]:
+    """Decode each record's image, call ``score_image(image, boxes) -> (scores, features, skipped)``
+    on its proposals and yield `ImageScores` in record order; degenerate regions are counted
+    in one warning at the end.  Shared by the warp and roi scorers."""
     if len(proposals) != len(dataset):
         raise DataError(
             f"{dataset.name} {dataset.split}: proposals for {len(proposals)} images, dataset has {len(dataset)}"
         )
     skipped = 0
-    bar = tqdm(dataset.records, desc="classifier: score", unit="img")
-    for i, rec in enumerate(bar):
-        image = load_record_image(rec)
-        scores, feats, n_skip = _score(model, image, proposals[i], batch_size=batch_size, input_size=input_size,
-                                       context_pad=context_pad, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                                       device=device, amp=amp, channels_last=channels_last, features=features)
+    for i, rec in enumerate(tqdm(dataset.records, desc=desc, unit="img")):
+        scores, feats, n_skip = score_image(load_record_image(rec), proposals[i])
         skipped += n_skip
         yield ImageScores(i, scores, feats, n_skip)
     if skipped:
