@@ -17,7 +17,6 @@ scoring (`classifier.checkpoint.load_model_weights`).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from classifier.checkpoint import load_training_state, model_fingerprint, save_training_state
 from classifier.roi import RoIClassifier, image_to_tensor, region_rois, resize_image_and_boxes, resize_shape
 from classifier.sampling import WindowSampler, choose
 from classifier.score import resolve_device
-from classifier.train import CHECKPOINT_NAME, deterministic_algorithms, iteration_seeds, make_scheduler
+from classifier.train import CHECKPOINT_NAME, iteration_seeds, make_scheduler, sgd_loop
 from classifier.windows import WindowDataset
 from detect.errors import ConfigError
 
@@ -205,38 +203,22 @@ def train_roi_classifier(
             save_training_state(path, fingerprint=fingerprint, model=backbone, optimizer=optimizer,
                                 scheduler=scheduler, iteration=iteration, history=history)
 
+    def step(it: int) -> tuple[dict[str, torch.Tensor], int]:
+        sample_seed, dropout_seed = iteration_seeds(seed, it)
+        batch = batches.sample(torch.Generator().manual_seed(sample_seed))
+        torch.manual_seed(dropout_seed)
+        images = [x.to(dev, non_blocking=True) for x in batch.images]
+        logits = roi_batch_logits(model, images, batch.rois.to(dev))
+        return {"loss": F.cross_entropy(logits, batch.labels.to(dev))}, len(batch)
+
     model.train()
-    seen, t0 = 0, time.perf_counter()
-    bar = tqdm(range(start, iterations), desc="classifier: train (roi)", unit="it", initial=start, total=iterations)
-    with deterministic_algorithms(deterministic):
-        for it in bar:
-            sample_seed, dropout_seed = iteration_seeds(seed, it)
-            batch = batches.sample(torch.Generator().manual_seed(sample_seed))
-            torch.manual_seed(dropout_seed)
-            images = [x.to(dev, non_blocking=True) for x in batch.images]
-            logits = roi_batch_logits(model, images, batch.rois.to(dev))
-            loss = F.cross_entropy(logits, batch.labels.to(dev))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            history["lr"].append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-            history["loss"].append(float(loss.detach()))
-            seen += len(batch)
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", roi_s=f"{rate:.0f}")
-            done = it + 1
-            if done % log_every == 0:
-                recent = history["loss"][-log_every:]
-                log.info("classifier (roi): iteration %d/%d loss %.4f lr %.3g %.0f regions/s",
-                         done, iterations, sum(recent) / len(recent), history["lr"][-1], rate)
-            if done % checkpoint_every == 0 and done != iterations:
-                save(done)
+    rate = sgd_loop(step, optimizer=optimizer, scheduler=scheduler, history=history, start=start,
+                    iterations=iterations, save=save, log_every=log_every, checkpoint_every=checkpoint_every,
+                    deterministic=deterministic, name="classifier (roi)", unit="regions")
     if start < iterations or (path is not None and not path.exists()):
         save(iterations)
     model.eval()
-    elapsed = time.perf_counter() - t0
-    return {**history, "regions_per_s": [seen / elapsed if seen else 0.0]}
+    return {**history, "regions_per_s": [rate]}
 
 
 __all__ = ["RoIBatch", "RoIBatchSampler", "roi_batch_logits", "train_roi_classifier"]

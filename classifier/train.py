@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -174,40 +174,72 @@ def train_classifier(
             save_training_state(path, fingerprint=fingerprint, model=model, optimizer=optimizer,
                                 scheduler=scheduler, iteration=iteration, history=history)
 
+    def step(it: int) -> tuple[dict[str, Tensor], int]:
+        sample_seed, dropout_seed = iteration_seeds(seed, it)
+        batch = windows.sample(torch.Generator().manual_seed(sample_seed))
+        torch.manual_seed(dropout_seed)
+        images = batch.images.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
+        labels = batch.labels.to(dev, non_blocking=True)
+        loss, main, aux = classifier_loss(model(images), labels, aux_weight=aux_weight)
+        return {"loss": loss, "main": main, "aux": aux}, len(batch)
+
     model.train()
-    seen, t0 = 0, time.perf_counter()
-    bar = tqdm(range(start, iterations), desc="classifier: train", unit="it", initial=start, total=iterations)
-    with deterministic_algorithms(deterministic):
-        for it in bar:
-            sample_seed, dropout_seed = iteration_seeds(seed, it)
-            batch = windows.sample(torch.Generator().manual_seed(sample_seed))
-            torch.manual_seed(dropout_seed)
-            images = batch.images.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-            labels = batch.labels.to(dev, non_blocking=True)
-            loss, main, aux = classifier_loss(model(images), labels, aux_weight=aux_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            history["lr"].append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-            history["loss"].append(float(loss.detach()))
-            history["main"].append(float(main.detach()))
-            history["aux"].append(float(aux.detach()))
-            seen += len(batch)
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", win_s=f"{rate:.0f}", refresh=False)
-            done = it + 1
-            if done % log_every == 0:
-                recent = history["loss"][-log_every:]
-                log.info("classifier: iteration %d/%d loss %.4f lr %.3g %.0f windows/s",
-                         done, iterations, sum(recent) / len(recent), history["lr"][-1], rate)
-            if done % checkpoint_every == 0 and done != iterations:
-                save(done)
+    rate = sgd_loop(step, optimizer=optimizer, scheduler=scheduler, history=history, start=start,
+                    iterations=iterations, save=save, log_every=log_every, checkpoint_every=checkpoint_every,
+                    deterministic=deterministic, name="classifier", unit="windows")
     if start < iterations or (path is not None and not path.exists()):
         save(iterations)
     model.eval()
+    return {**history, "windows_per_s": [rate]}
+
+
+def sgd_loop(
+    step: Callable[[int], tuple[dict[str, Tensor], int]],
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    history: dict[str, list[float]],
+    start: int,
+    iterations: int,
+    save: Callable[[int], None],
+    log_every: int,
+    checkpoint_every: int,
+    deterministic: bool,
+    name: str,
+    unit: str,
+) -> float:
+    """Iterations ``start .. iterations - 1`` of SGD, shared by the warp and roi trainers.
+
+    ``step(it)`` draws iteration ``it``'s batch from its own seeds, runs the forward pass
+    and returns ``({"loss": optimised loss, other named terms...}, samples in the batch)``.
+    Every term and the learning rate are appended to ``history``; ``save(iteration)`` is
+    called every ``checkpoint_every`` iterations (the caller saves the final state).
+    Returns the throughput of this call, in ``unit`` per second.
+    """
+    seen, t0 = 0, time.perf_counter()
+    bar = tqdm(range(start, iterations), desc=f"{name}: train", unit="it", initial=start, total=iterations)
+    with deterministic_algorithms(deterministic):
+        for it in bar:
+            terms, count = step(it)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            history["lr"].append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+            for key, value in terms.items():
+                history[key].append(float(value.detach()))
+            seen += count
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", **{f"{unit}_s": f"{rate:.0f}"}, refresh=False)
+            done = it + 1
+            if done % log_every == 0:
+                recent = history["loss"][-log_every:]
+                log.info("%s: iteration %d/%d loss %.4f lr %.3g %.0f %s/s",
+                         name, done, iterations, sum(recent) / len(recent), history["lr"][-1], rate, unit)
+            if done % checkpoint_every == 0 and done != iterations:
+                save(done)
     elapsed = time.perf_counter() - t0
-    return {**history, "windows_per_s": [seen / elapsed if seen else 0.0]}
+    return seen / elapsed if seen else 0.0
 
 
-__all__ = ["classifier_loss", "iteration_seeds", "make_scheduler", "train_classifier"]
+__all__ = ["classifier_loss", "iteration_seeds", "make_scheduler", "sgd_loop", "train_classifier"]
