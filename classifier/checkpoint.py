@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from detect.checkpoint import load_checkpoint, save_checkpoint
+from detect.checkpoint import check_fingerprint, load_checkpoint, read_checkpoint, save_checkpoint
 from detect.errors import UserError
 
 # Config names of the architectures `classifier.factory.build_classifier` builds.
@@ -122,20 +122,11 @@ def load_model_weights(path: Path | str, *, model: nn.Module) -> int:
     Only the model's own fingerprint (`model_fingerprint`) must match; the training
     hyperparameters stored beside it (lr, seed, ...) are not checked.
     """
-    path = Path(path)
     expected = model_fingerprint(model)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # unpickling errors come in many types
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    stored = state.get("fingerprint") if isinstance(state, dict) else None
-    if not isinstance(stored, dict) or "model" not in state:
+    state, stored = read_checkpoint(path)
+    if "model" not in state:
         raise UserError(f"{path}: not a classifier training checkpoint (no fingerprint or weights)")
-    for key, value in expected.items():
-        if stored.get(key) != value:
-            raise UserError(f"{path}: checkpoint was trained with {key}={stored.get(key)!r}, config has {value!r}")
+    check_fingerprint(path, stored, expected, expected)
     model.load_state_dict(state["model"])
     return int(state["iteration"])
 

@@ -27,11 +27,10 @@ def save_checkpoint(path: Path | str, *, fingerprint: dict[str, Any], **state: A
         torch.save({"fingerprint": dict(fingerprint), **state}, tmp)
 
 
-def load_checkpoint(path: Path | str, *, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Load with ``weights_only=True``; the stored fingerprint must equal ``fingerprint``.
+def read_checkpoint(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state, stored fingerprint)`` of a checkpoint, loaded with ``weights_only=True``.
 
-    Raises `UserError` naming the file and the first mismatching key (a checkpoint
-    trained with another width, input size or class count cannot be resumed).
+    Raises `UserError` naming the file when it is missing, unreadable or has no fingerprint.
     """
     path = Path(path)
     try:
@@ -43,9 +42,24 @@ def load_checkpoint(path: Path | str, *, fingerprint: dict[str, Any]) -> dict[st
     stored = state.get("fingerprint") if isinstance(state, dict) else None
     if not isinstance(stored, dict):
         raise UserError(f"{path}: checkpoint has no config fingerprint (not written by this toolkit?)")
-    for key in sorted(set(stored) | set(fingerprint)):
-        if stored.get(key) != fingerprint.get(key):
+    return state, stored
+
+
+def check_fingerprint(path: Path | str, stored: dict[str, Any], expected: dict[str, Any], keys) -> None:
+    """One-line `UserError` naming the first of ``keys`` whose stored value differs from ``expected``."""
+    for key in keys:
+        if stored.get(key) != expected.get(key):
             raise UserError(
-                f"{path}: checkpoint was trained with {key}={stored.get(key)!r}, config has {fingerprint.get(key)!r}"
+                f"{path}: checkpoint was trained with {key}={stored.get(key)!r}, config has {expected.get(key)!r}"
             )
+
+
+def load_checkpoint(path: Path | str, *, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Load with ``weights_only=True``; the stored fingerprint must equal ``fingerprint``.
+
+    Raises `UserError` naming the file and the first mismatching key (a checkpoint
+    trained with another width, input size or class count cannot be resumed).
+    """
+    state, stored = read_checkpoint(path)
+    check_fingerprint(path, stored, fingerprint, sorted(set(stored) | set(fingerprint)))
     return state
