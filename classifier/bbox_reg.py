@@ -36,7 +36,6 @@ per class (``(R, C, 4)``) or, given labels, one per region.
 from __future__ import annotations
 
 import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -48,9 +47,8 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou, clip_boxes_to_image
 from tqdm import tqdm
 
-from classifier.region_features import Extract, feature_scale, gather_features
+from classifier.region_features import Extract, feature_scale, gather_features, load_linear, save_linear
 from classifier.warp import valid_regions
-from detect import atomic
 from detect.data.record import DetectionDataset, ImageRecord
 from detect.errors import ConfigError, DataError
 
@@ -215,17 +213,12 @@ class BboxRegressor:
 
     def save(self, path: str | Path) -> None:
         """Atomic ``.npz`` (``weights``, ``biases``, ``feature_scale``), readable with ``allow_pickle=False``."""
-        atomic.save_npz(path, weights=self.weights.astype(np.float32), biases=self.biases.astype(np.float32),
-                        feature_scale=np.float64(self.feature_scale))
+        save_linear(path, weights=self.weights, biases=self.biases, feature_scale=self.feature_scale)
 
     @classmethod
     def load(cls, path: str | Path) -> "BboxRegressor":
         """Read `save`'s file; `DataError` naming the file when it is unreadable or inconsistent."""
-        try:
-            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-                weights, biases, scale = z["weights"], z["biases"], float(z["feature_scale"])
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: not a readable box-regression file ({exc})") from None
+        weights, biases, scale = load_linear(path, what="box-regression")
         if weights.ndim != 3 or weights.shape[1] != 4 or biases.shape != weights.shape[:2]:
             raise DataError(f"{path}: regressor weights {weights.shape} and biases {biases.shape} disagree")
         return cls(weights, biases, scale)

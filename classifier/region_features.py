@@ -15,11 +15,14 @@ Features are kept in float16 (half the memory of float32; their relative roundin
 from __future__ import annotations
 
 import dataclasses
+import zipfile
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from classifier.score import ImageScores
+from detect import atomic
 from detect.data.record import DetectionDataset
 from detect.errors import DataError
 
@@ -83,3 +86,18 @@ def feature_scale(features: np.ndarray, *, target_norm: float, chunk: int = 6553
 
 
 __all__ = ["Extract", "feature_scale", "gather_features"]
+
+
+def save_linear(path: str | Path, *, weights: np.ndarray, biases: np.ndarray, feature_scale: float) -> None:
+    """A fitted linear model on scaled features as an atomic ``.npz`` (readable with ``allow_pickle=False``)."""
+    atomic.save_npz(path, weights=np.asarray(weights, np.float32), biases=np.asarray(biases, np.float32),
+                    feature_scale=np.float64(feature_scale))
+
+
+def load_linear(path: str | Path, *, what: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(weights, biases, feature_scale)`` written by `save_linear`; `DataError` naming the file otherwise."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            return z["weights"], z["biases"], float(z["feature_scale"])
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable {what} file ({exc})") from None

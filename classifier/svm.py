@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -51,9 +50,8 @@ from sklearn.svm import LinearSVC
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
-from classifier.region_features import Extract, feature_scale, gather_features
+from classifier.region_features import Extract, feature_scale, gather_features, load_linear, save_linear
 from classifier.warp import valid_regions
-from detect import atomic
 from detect.data.record import DetectionDataset, ImageRecord
 from detect.errors import ConfigError, DataError
 
@@ -215,17 +213,12 @@ class SvmModel:
 
     def save(self, path: str | Path) -> None:
         """Atomic ``.npz`` (``weights``, ``biases``, ``feature_scale``), readable with ``allow_pickle=False``."""
-        atomic.save_npz(path, weights=self.weights.astype(np.float32), biases=self.biases.astype(np.float32),
-                        feature_scale=np.float64(self.feature_scale))
+        save_linear(path, weights=self.weights, biases=self.biases, feature_scale=self.feature_scale)
 
     @classmethod
     def load(cls, path: str | Path) -> "SvmModel":
         """Read `save`'s file; `DataError` naming the file when it is unreadable or inconsistent."""
-        try:
-            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-                weights, biases, scale = z["weights"], z["biases"], float(z["feature_scale"])
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: not a readable SVM file ({exc})") from None
+        weights, biases, scale = load_linear(path, what="SVM")
         if weights.ndim != 2 or biases.shape != (len(weights),):
             raise DataError(f"{path}: SVM weights {weights.shape} and biases {biases.shape} disagree")
         return cls(weights, biases, scale)
