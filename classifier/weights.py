@@ -144,3 +144,22 @@ def load_weights(
     if kept:
         log.info("%s: %d optional keys not in the file kept their initialisation", path, len(kept))
     return LoadReport(path, tuple(to_load), tuple(reinit), tuple(kept), tuple(ignored))
+
+
+def load_cached_weights(model: nn.Module, path: Path | str) -> bool:
+    """Load a cache's finished ``model.pt`` into ``model``; False (with a warning) when it is unusable.
+
+    A cache file can be truncated (a full disk, a copy cut short) or come from another
+    version of the code; neither is the user's mistake, so the caller retrains instead of
+    stopping.  Returns False, without a warning, when ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        model.load_state_dict(read_state_dict(path))
+    except (UserError, RuntimeError) as e:  # RuntimeError: keys or shapes differ
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        log.warning("%s: cached weights unusable (%s); training again", path, first_line)
+        return False
+    return True

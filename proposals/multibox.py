@@ -1,11 +1,13 @@
 """MultiBox (Erhan et al. 2014; Szegedy et al. 2014): an Inception network that regresses
 K boxes, each as an offset from a prior, with a confidence per box.
 
-* Priors: k-means (scikit-learn) over the training ground truth in normalised
-  ``[0, 1]`` xyxy coordinates (`kmeans_priors`).
+* Priors: k-means (scikit-learn) over the widths and heights of the training
+  ground truth in normalised ``[0, 1]`` coordinates (`kmeans_shapes`), each shape
+  centred on every cell of the network's feature map (`grid_priors`).
 * Matching: each ground-truth box is assigned to exactly one prior by greedy
   bipartite matching on prior/ground-truth IoU (`match_priors`): repeatedly
-  take the highest-IoU (prior, box) pair and remove both.
+  take the highest-IoU (prior, box) pair and remove both; optionally (SSD-style)
+  every other prior with IoU >= ``extra_match_iou`` is matched to its best box.
 * Loss (`multibox_loss`): ``alpha * location + confidence``; location = smooth L1
   between predicted and target offsets of matched priors (summed over coordinates,
   averaged over matches), confidence = logistic loss with target 1 for matched
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
 
-from classifier.googlenet import GoogLeNet
+from classifier.googlenet import TRUNK_LAYERS, GoogLeNet
 from detect.errors import ConfigError
 
 
@@ -37,37 +39,51 @@ def normalise_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(boxes, np.float64) / np.array([width, height, width, height], np.float64)
 
 
-def kmeans_priors(normalised_boxes: np.ndarray, *, num_priors: int, seed: int) -> np.ndarray:
-    """K-means cluster centres of ``(M, 4)`` normalised xyxy boxes -> float32 ``(K, 4)``.
+def kmeans_shapes(normalised_boxes: np.ndarray, *, num_shapes: int, seed: int) -> np.ndarray:
+    """K-means cluster centres of the ``(width, height)`` of ``(M, 4)`` normalised xyxy boxes -> float32 ``(A, 2)``.
 
-    Centres are sorted (by area, then coordinates) so the prior order does not
-    depend on k-means' internal label order.
+    Sorted by area (then width) so the order does not depend on k-means' internal label order.
     """
     from sklearn.cluster import KMeans
 
     boxes = np.asarray(normalised_boxes, np.float64).reshape(-1, 4)
-    if num_priors < 1:
-        raise ConfigError(f"proposals.multibox.num_priors must be >= 1, got {num_priors}")
-    if len(boxes) < num_priors:
+    if num_shapes < 1:
+        raise ConfigError(f"proposals.multibox.num_shapes must be >= 1, got {num_shapes}")
+    if len(boxes) < num_shapes:
         raise ConfigError(
-            f"MultiBox needs at least num_priors={num_priors} training boxes for k-means, got {len(boxes)}"
+            f"MultiBox needs at least num_shapes={num_shapes} training boxes for k-means, got {len(boxes)}"
         )
-    km = KMeans(n_clusters=num_priors, n_init=3, random_state=seed).fit(boxes)
-    centres = np.clip(km.cluster_centers_, 0.0, 1.0)
-    area = (centres[:, 2] - centres[:, 0]) * (centres[:, 3] - centres[:, 1])
-    order = np.lexsort((centres[:, 3], centres[:, 2], centres[:, 1], centres[:, 0], area))
+    wh = boxes[:, 2:] - boxes[:, :2]
+    centres = np.clip(KMeans(n_clusters=num_shapes, n_init=3, random_state=seed).fit(wh).cluster_centers_, 1e-3, 1.0)
+    order = np.lexsort((centres[:, 0], centres[:, 0] * centres[:, 1]))
     return centres[order].astype(np.float32)
+
+
+def grid_priors(shapes: np.ndarray, grid: int) -> np.ndarray:
+    """Convolutional priors: every ``(A, 2)`` shape centred on every cell of a ``grid x grid`` tiling.
+
+    Returns float32 ``(grid * grid * A, 4)`` normalised xyxy, ordered (row, column, shape) like
+    the head's output; boxes may reach outside ``[0, 1]`` (clipped after decoding).
+    """
+    centres = (np.arange(grid, dtype=np.float32) + 0.5) / grid
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    c = np.stack([cx, cy], -1).reshape(-1, 1, 2)
+    half = np.asarray(shapes, np.float32).reshape(1, -1, 2) / 2
+    return np.concatenate([c - half, c + half], -1).reshape(-1, 4)
 
 
 # A prior that no ground-truth box was assigned to.
 UNMATCHED = -1
 
 
-def match_priors(priors: Tensor, gt: Tensor) -> Tensor:
-    """Greedy bipartite matching of ground truth to priors on IoU.
+def match_priors(priors: Tensor, gt: Tensor, *, extra_match_iou: float | None = None) -> Tensor:
+    """Greedy bipartite matching of ground truth to priors on IoU, plus optional extra matches.
 
     Args:
         priors: ``(K, 4)`` xyxy; gt: ``(G, 4)`` xyxy (same coordinate frame).
+        extra_match_iou: if set, every prior left unmatched whose best IoU with a
+            ground-truth box is ``>= extra_match_iou`` is also assigned to that box
+            (SSD-style; None = bipartite only, as in Erhan et al.).
     Returns:
         int64 ``(K,)``: index of the ground-truth box assigned to each prior, or
         `UNMATCHED`.  Each box gets exactly one prior (when ``G <= K``), chosen
@@ -77,7 +93,12 @@ def match_priors(priors: Tensor, gt: Tensor) -> Tensor:
     assignment = torch.full((k,), UNMATCHED, dtype=torch.int64)
     if g == 0:
         return assignment
-    iou = box_iou(priors, gt).clone()
+    overlaps = box_iou(priors, gt)
+    if extra_match_iou is not None:
+        best_iou, best_gt = overlaps.max(dim=1)
+        extra = best_iou >= extra_match_iou
+        assignment[extra] = best_gt[extra]
+    iou = overlaps.clone()
     for _ in range(min(k, g)):
         flat = int(torch.argmax(iou))
         p, b = divmod(flat, g)
@@ -88,7 +109,8 @@ def match_priors(priors: Tensor, gt: Tensor) -> Tensor:
 
 
 def multibox_loss(
-    offsets: Tensor, logits: Tensor, priors: Tensor, gt_boxes: list[Tensor], *, alpha: float
+    offsets: Tensor, logits: Tensor, priors: Tensor, gt_boxes: list[Tensor], *, alpha: float,
+    extra_match_iou: float | None, pos_weight: float,
 ) -> tuple[Tensor, dict[str, float]]:
     """MultiBox matching loss for a batch.
 
@@ -98,18 +120,20 @@ def multibox_loss(
         priors: ``(K, 4)`` normalised xyxy.
         gt_boxes: N tensors ``(G_i, 4)`` of normalised xyxy ground truth.
         alpha: weight of the location term.
+        extra_match_iou: see `match_priors`.
+        pos_weight: weight of the matched priors' term in the logistic loss (1 = Erhan et al.).
     Returns:
         ``(loss, {"loc": ..., "conf": ...})``.
     """
     targets = torch.zeros_like(logits)
     loc_pred, loc_target = [], []
     for i, gt in enumerate(gt_boxes):
-        assignment = match_priors(priors, gt)
+        assignment = match_priors(priors, gt, extra_match_iou=extra_match_iou)
         matched = assignment >= 0
         targets[i, matched] = 1.0
         loc_pred.append(offsets[i, matched])
         loc_target.append(gt[assignment[matched]] - priors[matched])
-    conf = F.binary_cross_entropy_with_logits(logits, targets)
+    conf = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(float(pos_weight)))
     pred, target = torch.cat(loc_pred), torch.cat(loc_target)
     loc = F.smooth_l1_loss(pred, target, reduction="sum", beta=0.1) / max(len(pred), 1)
     loss = alpha * loc + conf
@@ -117,23 +141,42 @@ def multibox_loss(
 
 
 class MultiBoxNet(nn.Module):
-    """Table-1 GoogLeNet trunk, global average pool, one linear layer to ``K * (4 + 1)`` outputs.
+    """Table-1 GoogLeNet trunk up to ``feature_layer`` and a 3x3 convolutional box head.
 
-    Input ``(N, 3, input_size, input_size)`` -> ``(offsets (N, K, 4), logits (N, K))``.
+    Each cell of the ``grid x grid`` feature map predicts, for each of ``num_shapes``
+    priors centred on it, 4 offsets and a confidence (the convolutional priors of
+    Szegedy et al. 2014, "Scalable, high-quality object detection"): the same weights
+    look for objects everywhere, which a from-scratch network on a few hundred images
+    learns far faster than one global regressor over all priors.
+
+    Input ``(N, 3, input_size, input_size)`` -> ``(offsets (N, K, 4), logits (N, K))``,
+    ``K = grid * grid * num_shapes`` in `grid_priors` order.
     """
 
-    def __init__(self, *, num_priors: int, width: float, input_size: int, batch_norm: bool) -> None:
+    def __init__(self, *, num_shapes: int, width: float, input_size: int, batch_norm: bool,
+                 feature_layer: str) -> None:
         super().__init__()
-        self.num_priors = num_priors
+        self.num_shapes = num_shapes
         self.input_size = input_size
+        self.feature_layer = feature_layer
         self.backbone = GoogLeNet(1, width=width, input_size=input_size, batch_norm=batch_norm, aux_logits=False)
-        self.backbone.fc = nn.Identity()  # the class head is not used; the box head replaces it
-        self.head = nn.Linear(self.backbone.feature_dim, num_priors * 5)
+        for name in TRUNK_LAYERS[TRUNK_LAYERS.index(feature_layer) + 1:]:
+            setattr(self.backbone, name, nn.Identity())  # layers past the feature map are never run
+        self.backbone.fc = nn.Identity()
+        channels = self.backbone.feature_info(feature_layer).channels
+        self.head = nn.Conv2d(channels, num_shapes * 5, kernel_size=3, padding=1)
         nn.init.normal_(self.head.weight, std=1e-3)  # start at the priors, confidence 0.5
         nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.grid = int(self.backbone.features(torch.zeros(1, 3, input_size, input_size), feature_layer).shape[-1])
+
+    @property
+    def num_priors(self) -> int:
+        return self.grid * self.grid * self.num_shapes
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.head(self.backbone.pooled(x)).view(-1, self.num_priors, 5)
+        out = self.head(self.backbone.features(x, self.feature_layer))  # (N, A * 5, G, G)
+        out = out.permute(0, 2, 3, 1).reshape(len(x), -1, 5)  # (row, column, shape) order
         return out[..., :4], out[..., 4]
 
 

@@ -8,13 +8,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from classifier import distributed
+from classifier.weights import load_cached_weights
 from detect import atomic
 from detect.data.record import DetectionDataset
+from detect.errors import config_int
 from detect.fingerprint import config_hash, dataset_fingerprint
-from proposals.multibox import MultiBoxNet, MultiBoxProposer, kmeans_priors, normalise_boxes
+from proposals.multibox import MultiBoxNet, MultiBoxProposer, grid_priors, kmeans_shapes, normalise_boxes
 from proposals.multibox_train import load_training_images, train_multibox
 
 log = logging.getLogger(__name__)
+
+
+def load_cached_priors(path: Path, *, num_priors: int) -> np.ndarray | None:
+    """The cached ``(num_priors, 4)`` normalised xyxy priors, or None (with a warning if the file is unusable)."""
+    if not path.exists():
+        return None
+    try:
+        priors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        log.warning("%s: cached priors unreadable (%s); training again", path, e)
+        return None
+    if priors.shape != (num_priors, 4):
+        log.warning("%s: cached priors have shape %s, expected (%d, 4); training again", path, priors.shape, num_priors)
+        return None
+    return priors
 
 
 def build_multibox_proposer(
@@ -25,16 +43,19 @@ def build_multibox_proposer(
     top_k: int,
     nms_iou: float,
     min_size: float,
-    num_priors: int,
+    num_shapes: int,
     width: float,
     input_size: int,
     batch_norm: bool,
+    feature_layer: str,
     iterations: int,
     batch_size: int,
     lr: float,
     momentum: float,
     weight_decay: float,
     alpha: float,
+    extra_match_iou: float | None,
+    pos_weight: float,
     checkpoint_every: int,
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
@@ -46,36 +67,39 @@ def build_multibox_proposer(
     ``nms_iou``, ``min_size``), so sweeping those reuses the network.  A killed
     training resumes from its last checkpoint.
     """
-    if top_k <= 0:
+    if config_int("proposals.multibox.top_k", top_k, low=0) == 0:  # 0 turns MultiBox off; < 0 is a typo
         return None
-    training = dict(num_priors=num_priors, width=width, input_size=input_size, batch_norm=batch_norm,
+    training = dict(num_shapes=num_shapes, feature_layer=feature_layer, width=width, input_size=input_size, batch_norm=batch_norm,
                     iterations=iterations, batch_size=batch_size, lr=lr, momentum=momentum,
-                    weight_decay=weight_decay, alpha=alpha, seed=seed,
+                    weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,
+                    pos_weight=pos_weight, seed=seed,
                     pixel_mean=list(pixel_mean), pixel_std=list(pixel_std))
     key = config_hash("multibox", dataset_fingerprint(train), training)
     stage_dir = Path(cache_dir) / "multibox" / key
     stage_dir.mkdir(parents=True, exist_ok=True)
-    model = MultiBoxNet(num_priors=num_priors, width=width, input_size=input_size, batch_norm=batch_norm)
+    torch.manual_seed(seed)  # initialisation (overwritten by the cached weights when they exist)
+    model = MultiBoxNet(num_shapes=num_shapes, width=width, input_size=input_size, batch_norm=batch_norm,
+                        feature_layer=feature_layer)
     done = stage_dir / "model.pt"
     priors_path = stage_dir / "priors.npy"
-    if done.exists() and priors_path.exists():
+    priors = load_cached_priors(priors_path, num_priors=model.num_priors)
+    if priors is not None and load_cached_weights(model, done):
         log.info("multibox: cached network %s", stage_dir)
-        model.load_state_dict(torch.load(done, map_location="cpu", weights_only=True))
-        priors = np.load(priors_path, allow_pickle=False)
     else:
         boxes = [normalise_boxes(r.boxes, r.width, r.height) for r in train.records if r.num_objects]
-        priors = kmeans_priors(np.concatenate(boxes), num_priors=num_priors, seed=seed)
+        priors = grid_priors(kmeans_shapes(np.concatenate(boxes), num_shapes=num_shapes, seed=seed), model.grid)
         images, gt = load_training_images(train.records, input_size=input_size)
-        torch.manual_seed(seed)  # initialisation
         train_multibox(model, priors, images, gt, iterations=iterations, batch_size=batch_size, lr=lr,
-                       momentum=momentum, weight_decay=weight_decay, alpha=alpha, pixel_mean=tuple(pixel_mean),
+                       momentum=momentum, weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,
+                       pos_weight=pos_weight, pixel_mean=tuple(pixel_mean),
                        pixel_std=tuple(pixel_std), seed=seed, checkpoint_path=stage_dir / "checkpoint.pt",
                        checkpoint_every=checkpoint_every, fingerprint={"key": key})
-        with atomic.atomic_path(priors_path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, priors)
-        with atomic.atomic_path(done) as tmp:
-            torch.save(model.state_dict(), tmp)
+        if distributed.is_main():  # under torchrun every process trained the same network; one writes it
+            with atomic.atomic_path(priors_path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, priors)
+            with atomic.atomic_path(done) as tmp:
+                torch.save(model.state_dict(), tmp)
     model.eval()
     return MultiBoxProposer(model=model, priors=priors, network_key=key, top_k=top_k, nms_iou=nms_iou, min_size=min_size,
                             pixel_mean=tuple(pixel_mean), pixel_std=tuple(pixel_std))

@@ -4,6 +4,12 @@ Resumable: every random choice of iteration ``t`` (batch, flips, dropout) is
 drawn from a generator seeded by ``(seed, t)``, so a checkpoint needs only the
 model, optimiser, scheduler and ``t``, and a resumed run is bit-identical on CPU
 to an uninterrupted one.
+
+Data-parallel under torchrun (`classifier.distributed`): every process draws the same
+global batch and trains DDP on its slice; rank 0 alone writes checkpoints and shows
+progress.  The location term is normalised by each process's own number of matched
+priors, so N processes follow one process's trajectory closely but not to float
+rounding (the classifier's loss, a per-window mean, does).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from classifier import distributed
 from detect.data.image_io import load_rgb
 from detect.data.record import ImageRecord
 from detect.checkpoint import iteration_seed, load_checkpoint, save_checkpoint
@@ -54,18 +61,24 @@ def train_multibox(
     momentum: float,
     weight_decay: float,
     alpha: float,
+    extra_match_iou: float | None,
+    pos_weight: float,
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
     seed: int,
     checkpoint_path: Path,
     checkpoint_every: int,
     fingerprint: dict,
+    world: distributed.World | None = None,
 ) -> list[float]:
     """Train with SGD + momentum and a polynomial (power 1) decay; returns the per-iteration losses.
 
     ``checkpoint_path`` is written every ``checkpoint_every`` iterations and at the end;
-    if it exists (same ``fingerprint``), training resumes from it.
+    if it exists (same ``fingerprint``), training resumes from it.  ``world``: the DDP
+    process group (None = the initialised default group under torchrun, else one process);
+    ``batch_size`` is the global batch and must divide by the number of processes.
     """
+    world = world if world is not None else distributed.current()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=iterations, power=1.0)
     start, losses = 0, []
@@ -78,14 +91,18 @@ def train_multibox(
         log.info("multibox: resuming from %s at iteration %d", checkpoint_path, start)
     priors_t = torch.from_numpy(priors)
     n = len(images)
+    rows = distributed.shard_batch(min(batch_size, n), world.rank, world.world_size)
+    net = distributed.wrap_model(model, world, torch.device("cpu"))
     model.train()
-    bar = tqdm(range(start, iterations), desc="multibox: train", unit="it", initial=start, total=iterations)
+    bar = tqdm(range(start, iterations), desc="multibox: train", unit="it", initial=start, total=iterations,
+               disable=not world.is_main)
     t0 = time.perf_counter()
     for it in bar:
         gen = torch.Generator().manual_seed(iteration_seed(seed, it))
-        torch.manual_seed(iteration_seed(seed, it))  # dropout
+        torch.manual_seed(distributed.rank_seed(iteration_seed(seed, it), world.rank))  # dropout
         idx = torch.randperm(n, generator=gen)[:batch_size].numpy()
         flip = (torch.rand(len(idx), generator=gen) < 0.5).numpy()
+        idx, flip = idx[rows], flip[rows]  # this process's slice of the global batch
         batch = images[idx].copy()
         batch[flip] = batch[flip, :, ::-1]
         boxes = []
@@ -94,19 +111,22 @@ def train_multibox(
             if f:
                 b = torch.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1)
             boxes.append(b)
-        offsets, logits = model(images_to_tensor(batch, pixel_mean=pixel_mean, pixel_std=pixel_std))
-        loss, parts = multibox_loss(offsets, logits, priors_t, boxes, alpha=alpha)
+        offsets, logits = net(images_to_tensor(batch, pixel_mean=pixel_mean, pixel_std=pixel_std))
+        loss, parts = multibox_loss(offsets, logits, priors_t, boxes, alpha=alpha, extra_match_iou=extra_match_iou,
+                                    pos_weight=pos_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(float(distributed.all_reduce_mean(loss.detach(), world)))
         done = it + 1 - start
-        bar.set_postfix(loss=f"{float(loss):.3f}", loc=f"{parts['loc']:.3f}", conf=f"{parts['conf']:.3f}",
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", loc=f"{parts['loc']:.3f}", conf=f"{parts['conf']:.3f}",
                         img_s=f"{done * batch_size / (time.perf_counter() - t0):.0f}")
-        if (it + 1) % checkpoint_every == 0 or it + 1 == iterations:
+        if ((it + 1) % checkpoint_every == 0 or it + 1 == iterations) and world.is_main:
             save_checkpoint(checkpoint_path, fingerprint=fingerprint, iteration=it + 1, losses=losses,
                             model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict())
+    distributed.sync_buffers(model, world)
+    distributed.barrier(world)  # the final checkpoint exists on return, whichever rank returns
     model.eval()
     return losses
