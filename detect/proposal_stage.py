@@ -16,6 +16,7 @@ from detect.fingerprint import config_hash
 from eval.proposal_metrics import proposal_metrics
 from proposals.extract import extract_proposals
 from proposals.merge import merge_split
+from detect.errors import ConfigError
 from proposals.multibox_stage import build_multibox_proposer
 
 log = logging.getLogger(__name__)
@@ -30,17 +31,27 @@ class SplitProposals:
     per_source: dict[str, list[np.ndarray]]  # "ss" / "multibox" / "merged" -> per-image boxes
 
 
+SOURCES = ("ss", "multibox")
+
+
 def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, seed: int) -> dict[str, Any]:
-    """Instantiate the configured proposal sources, MultiBox first (its boxes are scored)."""
+    """Instantiate the proposal sources named in ``cfg.sources``, MultiBox first (its boxes are scored).
+
+    Blocks of sources not listed are ignored: a profile may tune ``proposals.ss`` or
+    ``proposals.multibox`` whichever proposals option is chosen.
+    """
+    unknown = set(cfg.sources) - set(SOURCES)
+    if unknown or not cfg.sources:
+        raise ConfigError(f"proposals.sources must be a non-empty subset of {list(SOURCES)}, got {list(cfg.sources)}")
     sources: dict[str, Any] = {}
-    if cfg.get("multibox") is not None:
+    if "multibox" in cfg.sources:
         proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, **cfg.multibox)
         if proposer is not None:
             sources["multibox"] = proposer
-    if cfg.get("ss") is not None:
+    if "ss" in cfg.sources:
         sources["ss"] = instantiate(cfg.ss)
     if not sources:
-        raise ValueError("no proposal source configured (proposals.ss and proposals.multibox are both off)")
+        raise ConfigError("no proposal source is on (proposals.sources=[multibox] with proposals.multibox.top_k=0)")
     return sources
 
 

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from detect import atomic
-from detect.cli import run_user_errors
+from detect.cli import run_cli, run_user_errors
 from detect.data.record import DetectionDataset
 from detect.proposal_stage import build_sources, proposal_report, split_proposals
 from eval.plots import plot_recall_curves
@@ -52,7 +52,7 @@ def measure_proposals(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
     split = source.load(source.split)
     timing["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    needs_train = cfg.proposals.get("multibox") is not None and cfg.proposals.multibox.top_k > 0
+    needs_train = "multibox" in cfg.proposals.sources and cfg.proposals.multibox.top_k > 0
     train = source.load(source.train_split) if needs_train else split
     sources = build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=int(cfg.seed))
     timing["build_sources"] = time.perf_counter() - t0
@@ -102,4 +102,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
