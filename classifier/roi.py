@@ -225,9 +225,7 @@ def _score_roi(model, image, boxes, *, batch_size, image_size, max_size, context
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp and dev.type == "cuda" else contextlib.nullcontext()
     was_training = model.training
-    if next(model.parameters()).device != dev:
-        model.to(dev)
-    model.eval()
+    model.to(dev, memory_format=memory_format).eval()  # same layout whether trained here or loaded (score.py)
     probs, feats = [], []
     try:
         with torch.inference_mode(), autocast:

@@ -109,8 +109,10 @@ def _score(model, image, boxes, *, batch_size, input_size, context_pad, pixel_me
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     ok = np.flatnonzero(valid_regions(boxes, width=image.shape[1], height=image.shape[0]))
     was_training = model.training
-    model.to(dev).eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    # The weights' layout too: a just-trained model may still be channels-last while one loaded
+    # from the cache is not, and the two layouts round differently (scores differ at ~1e-6).
+    model.to(dev, memory_format=memory_format).eval()
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp and dev.type == "cuda" else contextlib.nullcontext()
     probs, feats = [], []
     src = normalise_image(image, pixel_mean=pixel_mean, pixel_std=pixel_std) if len(ok) else image
@@ -119,6 +121,8 @@ def _score(model, image, boxes, *, batch_size, input_size, context_pad, pixel_me
             for a in range(0, len(ok), batch_size):
                 x = warp_regions(src, boxes[ok[a : a + batch_size]], input_size=input_size,
                                  context_pad=context_pad, pixel_mean=pixel_mean, pixel_std=pixel_std)
+                if dev.type == "cuda":
+                    x = x.pin_memory()  # page-locked: the copy to the GPU overlaps the next warp
                 x = x.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
                 logits, f = _forward(model, x, features)
                 probs.append(torch.softmax(logits.float(), dim=1).cpu())

@@ -4,6 +4,10 @@ Every random draw of iteration ``t`` (the window batch, the flips, dropout) come
 seeds derived from ``(seed, t)``, so a run resumed from a checkpoint at iteration ``k``
 continues exactly as the uninterrupted run would (bit-identical weights on CPU; the
 checkpoint also restores the global RNG states for any other code drawing from them).
+
+Data-parallel (``torchrun``, `classifier.distributed`): every process draws the same
+global batch and trains DDP on its slice of it; rank 0 alone writes checkpoints, logs and
+shows progress, and the recorded losses are the global batch's (averaged over processes).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from classifier import distributed
 from classifier.checkpoint import load_training_state, model_fingerprint, save_training_state
 from classifier.score import resolve_device
 from classifier.windows import WindowDataset
@@ -101,6 +106,8 @@ def train_classifier(
     log_every: int = 20,
     deterministic: bool = True,
     channels_last: bool = False,
+    amp: bool = False,
+    world: distributed.World | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place on batches of ``windows``; returns the per-iteration history.
 
@@ -122,6 +129,15 @@ def train_classifier(
             one thread: 1.34x the windows/s of GoogLeNet at width 0.25 / 64 px, 1.13x at
             width 1 / 224 px; on CUDA it enables tensor-core layouts).  Results stay
             deterministic, but not bit-identical to the other format.
+        amp: CUDA only: float16 autocast for the forward pass with a dynamic loss scale
+            (`torch.amp.GradScaler`); ignored on CPU.  The scale is not checkpointed: a resumed
+            run starts it afresh (it re-adapts within a few iterations).
+        world: the DDP process group (`classifier.distributed.World`); None = the initialised
+            default group under torchrun, else one process.  With N processes each trains on
+            its 1/N slice of every global batch (``fg_per_batch + bg_per_batch`` must divide
+            by N), so the run matches one process with the same batch up to float rounding,
+            dropout masks and batch-norm statistics (per process on CPU).  All processes
+            resume from the same checkpoint; only rank 0 writes it.
 
     Returns:
         ``{"loss": [...], "main": [...], "aux": [...], "lr": [...]}``, one float per iteration
@@ -137,6 +153,10 @@ def train_classifier(
     if model_size is not None and model_size != windows.input_size:
         raise ConfigError(f"classifier input_size: the model takes {model_size} px windows, the windows are "
                           f"{windows.input_size} px")
+    world = world if world is not None else distributed.current()
+    if world.distributed and windows.sampler.batch_size % world.world_size:
+        raise ConfigError(f"classifier sampler: fg_per_batch + bg_per_batch = {windows.sampler.batch_size} "
+                          f"must be a multiple of the {world.world_size} DDP processes")
     dev = resolve_device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format)
@@ -169,26 +189,39 @@ def train_classifier(
         )
         log.info("classifier: resuming from %s at iteration %d", path, start)
 
+    net = distributed.wrap_model(model, world, dev)  # after the load: DDP starts from rank 0's state
+    use_amp = amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+    pin = dev.type == "cuda"  # page-locked batches copy to the GPU asynchronously
+
     def save(iteration: int) -> None:
-        if path is not None:
+        if path is not None and world.is_main:
             save_training_state(path, fingerprint=fingerprint, model=model, optimizer=optimizer,
                                 scheduler=scheduler, iteration=iteration, history=history)
 
     def step(it: int) -> tuple[dict[str, Tensor], int]:
         sample_seed, dropout_seed = iteration_seeds(seed, it)
-        batch = windows.sample(torch.Generator().manual_seed(sample_seed))
-        torch.manual_seed(dropout_seed)
-        images = batch.images.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-        labels = batch.labels.to(dev, non_blocking=True)
-        loss, main, aux = classifier_loss(model(images), labels, aux_weight=aux_weight)
+        batch = windows.sample(torch.Generator().manual_seed(sample_seed))  # the global batch
+        torch.manual_seed(distributed.rank_seed(dropout_seed, world.rank))
+        rows = distributed.shard_batch(len(batch), world.rank, world.world_size)
+        images, labels = batch.images[rows], batch.labels[rows]
+        if pin:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        images = images.to(dev, non_blocking=True).contiguous(memory_format=memory_format)
+        labels = labels.to(dev, non_blocking=True)
+        with autocast:  # cross_entropy autocasts back to float32
+            loss, main, aux = classifier_loss(net(images), labels, aux_weight=aux_weight)
         return {"loss": loss, "main": main, "aux": aux}, len(batch)
 
     model.train()
     rate = sgd_loop(step, optimizer=optimizer, scheduler=scheduler, history=history, start=start,
                     iterations=iterations, save=save, log_every=log_every, checkpoint_every=checkpoint_every,
-                    deterministic=deterministic, name="classifier", unit="windows")
+                    deterministic=deterministic, name="classifier", unit="windows", world=world, scaler=scaler)
+    distributed.sync_buffers(model, world)  # every process ends with the model rank 0 saves
     if start < iterations or (path is not None and not path.exists()):
         save(iterations)
+    distributed.barrier(world)  # on return the final checkpoint exists, whichever rank returns
     model.eval()
     return {**history, "windows_per_s": [rate]}
 
@@ -207,6 +240,8 @@ def sgd_loop(
     deterministic: bool,
     name: str,
     unit: str,
+    world: distributed.World = distributed.SINGLE,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
     """Iterations ``start .. iterations - 1`` of SGD, shared by the warp and roi trainers.
 
@@ -215,28 +250,42 @@ def sgd_loop(
     Every term and the learning rate are appended to ``history``; ``save(iteration)`` is
     called every ``checkpoint_every`` iterations (the caller saves the final state).
     Returns the throughput of this call, in ``unit`` per second.
+
+    With several DDP processes (``world``), ``step`` returns this process's loss on its
+    slice and the *global* batch size; the history records each term averaged over the
+    processes (the global batch's mean), and only rank 0 saves, logs and shows the bar.
+    ``scaler``: mixed precision's loss scaling (None: plain float32 backward and step).
     """
     seen, t0 = 0, time.perf_counter()
-    bar = tqdm(range(start, iterations), desc=f"{name}: train", unit="it", initial=start, total=iterations)
+    bar = tqdm(range(start, iterations), desc=f"{name}: train", unit="it", initial=start, total=iterations,
+               disable=not world.is_main)
     with deterministic_algorithms(deterministic):
         for it in bar:
             terms, count = step(it)
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
             history["lr"].append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
+            if scaler is None:
+                terms["loss"].backward()
+                optimizer.step()
+            else:
+                scaler.scale(terms["loss"]).backward()
+                scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+                scaler.update()
             scheduler.step()
+            if world.distributed:  # one all-reduce for all terms
+                means = distributed.all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()]), world)
+                terms = dict(zip(terms, means.cpu()))
             for key, value in terms.items():
                 history[key].append(float(value.detach()))
             seen += count
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", **{f"{unit}_s": f"{rate:.0f}"}, refresh=False)
             done = it + 1
-            if done % log_every == 0:
+            if done % log_every == 0 and world.is_main:
                 recent = history["loss"][-log_every:]
                 log.info("%s: iteration %d/%d loss %.4f lr %.3g %.0f %s/s",
                          name, done, iterations, sum(recent) / len(recent), history["lr"][-1], rate, unit)
-            if done % checkpoint_every == 0 and done != iterations:
+            if done % checkpoint_every == 0 and done != iterations and world.is_main:
                 save(done)
     elapsed = time.perf_counter() - t0
     return seen / elapsed if seen else 0.0
