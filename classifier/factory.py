@@ -8,7 +8,7 @@ from torch import nn
 
 from classifier.googlenet import AUX_KEYS, CLASS_HEAD_KEYS, GoogLeNet
 from classifier.weights import load_weights
-from detect.errors import ConfigError
+from detect.errors import ConfigError, config_int
 
 ARCHS = ("googlenet", "torchvision_googlenet")
 
@@ -46,6 +46,7 @@ def build_classifier(
             Mismatches raise `detect.errors.UserError` naming the file and the key.
         transform_input: torchvision_googlenet only (set it for torchvision's ImageNet file).
     """
+    config_int("classifier.model.input_size", input_size, low=1)
     if arch == "googlenet":
         if transform_input:
             raise ConfigError("classifier transform_input is only available for arch=torchvision_googlenet")

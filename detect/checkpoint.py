@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,25 @@ def read_checkpoint(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # unpickling errors come in many types
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        raise UserError(f"{path}: not a readable checkpoint ({_load_problem(path, exc)})") from None
     stored = state.get("fingerprint") if isinstance(state, dict) else None
     if not isinstance(stored, dict):
         raise UserError(f"{path}: checkpoint has no config fingerprint (not written by this toolkit?)")
     return state, stored
+
+
+def _load_problem(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` refused ``path``, in a few words (not torch's multi-sentence advice)."""
+    text = str(exc).strip()
+    if path.is_file() and path.stat().st_size == 0:
+        return "empty file"
+    if "Weights only load failed" in text:
+        refused = re.search(r"GLOBAL (\S+)", text)
+        if refused:
+            return f"it pickles {refused.group(1)}; weights_only loading accepts only tensors and plain values"
+        return "truncated or corrupt: not a torch checkpoint"
+    first = (text.splitlines() or [""])[0].split(". ")[0][:160]
+    return f"truncated or corrupt: {type(exc).__name__}" + (f": {first}" if first else "")
 
 
 def check_fingerprint(path: Path | str, stored: dict[str, Any], expected: dict[str, Any], keys) -> None:

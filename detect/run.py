@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from detect.cli import run_user_errors
+from detect.cli import run_cli, run_user_errors
 from detect.pipeline import run_pipeline
 
 
@@ -31,4 +31,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from detect import atomic
-from detect.cli import run_user_errors
+from detect.cli import run_cli, run_user_errors
 from detect.data.record import DetectionDataset
 from eval.ilsvrc_ap import GroundTruth, evaluate_ilsvrc
 from eval.plots import plot_per_class_ap, plot_pr_curves
@@ -125,4 +125,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

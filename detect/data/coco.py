@@ -18,6 +18,7 @@ from torchvision.ops import box_convert
 
 from detect.data.record import ClassList, DetectionDataset, ImageRecord
 from detect.data.report import LoadReport
+from detect.data.split_list import escapes_root
 from detect.errors import DataError
 
 
@@ -51,7 +52,11 @@ class CocoSource:
         per_image: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
             per_image.setdefault(ann["image_id"], []).append(ann)
-        images = sorted(data["images"], key=lambda im: im["id"])
+        try:
+            images = sorted(data["images"], key=lambda im: im["id"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{ann_path}: an entry of 'images' has no usable 'id' "
+                            f"({type(exc).__name__}: {exc})") from None
         if not images:
             raise DataError(f"{ann_path}: split {split!r} has no images")
         report = LoadReport()
@@ -62,9 +67,13 @@ class CocoSource:
             for ann in anns:
                 if ann.get("category_id") not in cat_to_label:
                     raise DataError(f"{ann_path}: annotation {ann.get('id')} has unknown category_id {ann.get('category_id')}")
-            xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
+            file_name, width, height = _image_fields(image, ann_path)
+            try:
+                xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise DataError(f"{ann_path}: image id {image['id']}: an annotation has no valid 'bbox' "
+                                f"([x, y, width, height]) ({type(exc).__name__}: {exc})") from None
             boxes = box_convert(xywh, "xywh", "xyxy").numpy()
-            width, height = int(image["width"]), int(image["height"])
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
             boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -74,9 +83,9 @@ class CocoSource:
             crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], bool)
             records.append(
                 ImageRecord(
-                    image_id=str(image["file_name"]),
+                    image_id=file_name,
                     index=index,
-                    path=images_dir / image["file_name"],
+                    path=images_dir / file_name,
                     width=width,
                     height=height,
                     boxes=boxes[valid].astype(np.float32),
@@ -86,3 +95,18 @@ class CocoSource:
             )
         report.log(f"{ann_path}")
         return DetectionDataset(name="coco", split=split, root=root, classes=classes, records=tuple(records))
+
+
+def _image_fields(image: dict, ann_path: Path) -> tuple[str, int, int]:
+    """``(file_name, width, height)`` of one ``images`` entry; a `DataError` naming it when malformed.
+
+    ``file_name`` must stay inside ``images_dir``: absolute names and ``..`` are refused.
+    """
+    try:
+        file_name, width, height = str(image["file_name"]), int(image["width"]), int(image["height"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{ann_path}: image id {image['id']}: needs 'file_name', 'width' and 'height' "
+                        f"({type(exc).__name__}: {exc})") from None
+    if escapes_root(file_name):
+        raise DataError(f"{ann_path}: image id {image['id']}: file_name {file_name!r} escapes the dataset root")
+    return file_name, width, height

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from detect.errors import DataError
 
@@ -20,6 +20,11 @@ class SplitEntry:
     label: int | None  # per-class lists only
 
 
+def escapes_root(name: str) -> bool:
+    """True when ``name``, a path relative to a dataset folder, could leave it: absolute, ``..`` or a NUL byte."""
+    return PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\x00" in name
+
+
 def read_split_list(path: Path, split: str) -> list[SplitEntry]:
     """Parse a split list; names must be unique and must stay inside the dataset."""
     path = Path(path)
@@ -27,6 +32,8 @@ def read_split_list(path: Path, split: str) -> list[SplitEntry]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(f"{path}: split list not found (split {split!r})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
     per_class = bool(_PER_CLASS_LIST.match(split))
     entries: list[SplitEntry] = []
     seen_names: dict[str, int] = {}
@@ -38,7 +45,7 @@ def read_split_list(path: Path, split: str) -> list[SplitEntry]:
         if len(parts) > 2:
             raise DataError(f"{path}:{lineno}: expected '<image_name> [<index>]', got {line.strip()!r}")
         name = parts[0]
-        if name.startswith("/") or ".." in Path(name).parts:
+        if escapes_root(name):
             raise DataError(f"{path}:{lineno}: image name {name!r} escapes the dataset root")
         if name in seen_names:
             raise DataError(f"{path}:{lineno}: duplicate image {name!r} (first on line {seen_names[name]})")

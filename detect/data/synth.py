@@ -65,11 +65,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from detect.cli import run_user_errors
+from detect.cli import run_cli, run_user_errors
 from detect.data.ilsvrc import IlsvrcSource
 from detect.data.record import DetectionDataset
 from detect.data.synth_scene import CLASSES, ObjectClass, Sample, SampleObject, render_sample
-from detect.errors import ConfigError, DataError
+from detect.errors import ConfigError, DataError, config_float, config_int
 from detect.fingerprint import config_hash
 
 log = logging.getLogger(__name__)
@@ -143,17 +143,18 @@ class GeneratorParams:
         # Hydra hands DictConfig/ListConfig: normalise to plain values (hashable, JSON-able).
         fix = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         try:
-            splits = {str(k): int(v) for k, v in dict(self.splits).items()}
+            splits = {str(k): v for k, v in dict(self.splits).items()}
         except (TypeError, ValueError):
             raise ConfigError(f"data.splits must map split names to image counts, got {self.splits!r}") from None
-        if not splits or any(n < 1 for n in splits.values()):
-            raise ConfigError(f"data.splits needs at least one split, each with >= 1 image, got {splits}")
+        if not splits:
+            raise ConfigError("data.splits needs at least one split, each with >= 1 image, got {}")
+        splits = {name: config_int(f"data.splits.{name}", n, low=1) for name, n in splits.items()}
         for name in splits:
             if not name or "/" in name or name.startswith("."):
                 raise ConfigError(f"data.splits: {name!r} is not a usable split name")
         fix("splits", splits)
-        fix("seed", int(self.seed))
-        if not 1 <= int(self.num_classes) <= len(CLASSES):
+        fix("seed", config_int("data.seed", self.seed, low=0))  # numpy seeds are non-negative
+        if not 1 <= config_int("data.num_classes", self.num_classes) <= len(CLASSES):
             raise ConfigError(f"data.num_classes must be in 1..{len(CLASSES)}, got {self.num_classes}")
         fix("num_classes", int(self.num_classes))
         fix("image_long_side", _range("image_long_side", self.image_long_side, int, 16, 4096))
@@ -164,26 +165,22 @@ class GeneratorParams:
         fix("clutter_lines", _range("clutter_lines", self.clutter_lines, int, 0))
         fix("clutter_textures", _range("clutter_textures", self.clutter_textures, int, 0))
         fix("noise_std", _range("noise_std", self.noise_std, float, 0.0))
-        weights = tuple(float(w) for w in self.objects_per_image)
+        weights = tuple(config_float(f"data.objects_per_image[{i}]", w)
+                        for i, w in enumerate(self.objects_per_image))
         if not weights or min(weights) < 0 or sum(weights) <= 0:
             raise ConfigError(f"data.objects_per_image must be non-negative weights for 1..N objects, got {weights}")
         fix("objects_per_image", weights)
         for key in ("portrait_prob", "negative_fraction", "missing_xml_fraction", "truncation_prob",
                     "min_visible_fraction", "hard_distractor_prob", "blur_prob"):
-            value = float(getattr(self, key))
+            value = config_float(f"data.{key}", getattr(self, key))
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"data.{key} must be in [0, 1], got {value}")
             fix(key, value)
         for key, low in (("max_aspect", 1.0), ("max_rotation", 0.0), ("max_shear", 0.0), ("hue_std", 0.0)):
-            value = float(getattr(self, key))
-            if value < low:
-                raise ConfigError(f"data.{key} must be >= {low}, got {value}")
-            fix(key, value)
+            fix(key, config_float(f"data.{key}", getattr(self, key), low=low))
         for key, low in (("min_box_side", 1), ("placement_tries", 1), ("blacklist_entries", 0)):
-            if int(getattr(self, key)) < low:
-                raise ConfigError(f"data.{key} must be >= {low}, got {getattr(self, key)}")
-            fix(key, int(getattr(self, key)))
-        if not 1 <= int(self.jpeg_quality) <= 100:
+            fix(key, config_int(f"data.{key}", getattr(self, key), low=low))
+        if not 1 <= config_int("data.jpeg_quality", self.jpeg_quality) <= 100:
             raise ConfigError(f"data.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         fix("jpeg_quality", int(self.jpeg_quality))
         if self.blacklist_split is not None:
@@ -514,4 +511,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -140,6 +140,8 @@ def read_xml_records(
     """One `ImageRecord` per split entry, from ``images_dir/<name><ext>`` and ``annotations_dir/<name>.xml``.
 
     A missing XML file means a negative image (no objects), which ILSVRC allows.
+    Files are located from the split list's names only (`read_split_list` refuses names
+    that leave the dataset root); the XML's ``<folder>``/``<filename>``/``<path>`` are never used.
     Image sizes come from the image header when ``check_image_size`` (or when the
     XML has no ``<size>``), else from the XML.
     """
