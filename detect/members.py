@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from classifier import distributed
 from classifier.bbox_reg import BboxRegressor
 from classifier.onnx_runtime import OnnxScorer
 from classifier.roi import RoIClassifier, score_dataset_roi
@@ -31,6 +32,7 @@ from classifier.score import score_dataset
 from classifier.svm import SvmModel
 from classifier.train import train_classifier
 from classifier.warp import valid_regions
+from classifier.weights import load_cached_weights
 from classifier.windows import WindowDataset
 from detect import atomic
 from detect.data.record import DetectionDataset
@@ -68,9 +70,8 @@ def train_member(
     final = stage / "model.pt"
     torch.manual_seed(seed)  # initialisation
     model = build_model(cfg, len(train.classes))
-    if final.exists():
+    if load_cached_weights(model, final):
         log.info("member %s: cached weights %s", key, final)
-        model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
         return model.eval(), key
     windows = WindowDataset(
         train, proposals, labeler=instantiate(cfg.labeler), sampler=instantiate(cfg.sampler),
@@ -85,13 +86,14 @@ def train_member(
                                   fg_per_image=cfg.roi.fg_per_image, bg_per_image=cfg.roi.bg_per_image,
                                   image_size=cfg.roi.image_size, max_size=cfg.roi.max_size)
         # The RoI loop has no auxiliary heads and runs in the default memory format.
-        train_args = {k: v for k, v in cfg.train.items() if k not in ("aux_weight", "channels_last")}
+        train_args = {k: v for k, v in cfg.train.items() if k not in ("aux_weight", "channels_last", "amp")}
         train_roi_classifier(roi_model, batches, checkpoint_dir=stage, seed=seed, device=device, **train_args)
     else:
         train_classifier(model, windows, checkpoint_dir=stage, seed=seed, device=device, **cfg.train)
     model.cpu()
-    with atomic.atomic_path(final) as tmp:
-        torch.save(model.state_dict(), tmp)
+    if distributed.is_main():  # under torchrun every process holds the same weights; one writes them
+        with atomic.atomic_path(final) as tmp:
+            torch.save(model.state_dict(), tmp)
     return model.eval(), key
 
 

@@ -65,6 +65,8 @@ def summary_text(metrics: dict[str, Any], out_dir: Path) -> str:
         best = max(members)
         lines.append(f"members mAP:  {', '.join(f'{x:.4f}' for x in members)} "
                      f"(best {best:.4f}; ensemble gain {m - best:+.4f})")
+    if metrics.get("random_scores_mAP") is not None:
+        lines.append(f"random-score baseline mAP: {metrics['random_scores_mAP']:.4f} (same proposals, no classifier)")
     for source, p in metrics.get("proposals", {}).items():
         lines.append(f"proposals {source:>9}: {p['per_image']:7.1f}/image, coverage {p['coverage']:.3f}, "
                      f"recall@0.5 {p['recall_50']:.3f}")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from detect import atomic
 from detect.ensemble import EnsembleSettings, member_seed
 from detect.errors import ConfigError
-from detect.members import fit_post_classifiers, score_member, train_member
+from detect.members import build_model, fit_post_classifiers, score_member, train_member
 from detect.outputs import draw_examples, summary_text, write_coco_results
 from detect.postprocess import average_member_scores, cap_per_class, image_detections
 from detect.proposal_stage import build_sources, proposal_report, split_proposals
@@ -68,12 +68,24 @@ def detections(
     return Submission(image_index[keep], class_id[keep], score[keep], boxes[keep], np.arange(len(keep)) + 1)
 
 
+def random_scores(scores: list[np.ndarray], *, seed: int) -> list[np.ndarray]:
+    """Untrained-classifier baseline: per region, a random point of the probability simplex.
+
+    ``scores[i]`` is ``(R_i, K)``; the result has the same shapes, drawn from Dirichlet(1, ..., 1)
+    so that the values look like softmax outputs (non-negative, rows summing to 1) and pass
+    through the same score threshold, NMS and caps as the real scores.
+    """
+    rng = np.random.default_rng(seed)
+    return [rng.dirichlet(np.ones(s.shape[1]), size=len(s)).astype(np.float32) for s in scores]
+
+
 def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run every stage; write ``detections.txt``, ``metrics.json``, plots and examples to ``out_dir``."""
     out_dir = Path(out_dir)
     timer = StageTimer()
     cache_dir = str(cfg.cache_dir)
     settings: EnsembleSettings = instantiate(cfg.ensemble)
+    build_model(cfg.classifier, num_classes=1)  # checks classifier.model now, not after the proposals
     if (settings.score == "svm") != bool(cfg.classifier.svm.enabled):
         raise ConfigError("ensemble.score=svm needs classifier.svm.enabled=true, and the other way round")
 
@@ -130,6 +142,9 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                                                  source="member", out_dir=None, coco=False, coco_max_dets=0,
                                                  plots=False)
             members_map.append(member_metrics["mAP"])
+        random_map = evaluate_detections(
+            val, detections(member_boxes[0], random_scores(member_scores[0], seed=int(cfg.seed)), indices, settings),
+            source="random scores", out_dir=None, coco=False, coco_max_dets=0, plots=False)["mAP"]
         draw_examples(out_dir, val, ensemble.image_index, ensemble.class_id, ensemble.score, ensemble.boxes,
                       num_images=6, per_image=5, min_score=0.3)
 
@@ -137,6 +152,7 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "mAP": metrics["mAP"],
         "per_class_ap": metrics["per_class_ap"],
         "members_mAP": members_map,
+        "random_scores_mAP": random_map,
         "proposals": report,
         "timing_s": timer.seconds,
         "n_detections": metrics["n_detections"],

@@ -46,3 +46,15 @@ def test_cap_per_class_keeps_the_best_of_each_class():
     # class 1: scores 0.9 (i=1), 0.7 (i=3), 0.1 (i=0) -> keep 1, 3; class 2: 0.5 (i=2), 0.3 (i=4) -> keep 2, 4
     np.testing.assert_array_equal(cap_per_class(scores, labels, max_per_class=2), [1, 2, 3, 4])
     np.testing.assert_array_equal(cap_per_class(scores, labels, max_per_class=1), [1, 2])
+
+
+def test_random_score_baseline_looks_like_softmax_and_is_seeded():
+    from detect.pipeline import random_scores
+
+    shapes = [np.zeros((5, 4), np.float32), np.zeros((0, 4), np.float32), np.zeros((3, 4), np.float32)]
+    drawn = random_scores(shapes, seed=7)
+    assert [d.shape for d in drawn] == [(5, 4), (0, 4), (3, 4)]
+    assert all((d >= 0).all() and np.allclose(d.sum(axis=1), 1.0, atol=1e-5) for d in drawn)
+    again, other = random_scores(shapes, seed=7), random_scores(shapes, seed=8)
+    assert all(np.array_equal(a, b) for a, b in zip(drawn, again))
+    assert not np.array_equal(drawn[0], other[0])
