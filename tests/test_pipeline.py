@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,7 @@ def test_output_contract(first_run):
     assert isinstance(metrics["mAP"], float) and 0.0 <= metrics["mAP"] <= 1.0
     assert set(metrics["per_class_ap"]) == {"striped_disc", "checkered_disc", "dotted_ring", "shaded_ring"}
     assert len(metrics["members_mAP"]) == 2 and all(isinstance(m, float) for m in metrics["members_mAP"])
+    assert isinstance(metrics["random_scores_mAP"], float) and 0.0 <= metrics["random_scores_mAP"] <= 1.0
     assert set(metrics["proposals"]) == {"ss", "multibox", "merged"}
     for stats in metrics["proposals"].values():
         assert isinstance(stats["per_image"], float) and 0.0 <= stats["coverage"] <= 1.0
@@ -130,3 +133,95 @@ def test_roi_mode_and_onnx_runtime_run_end_to_end(first_run, overrides):
         assert metrics["members"] == baseline["members"]
         assert metrics["mAP"] == pytest.approx(baseline["mAP"], abs=1e-3)
         assert list((tmp / "cache" / "members").glob("*/model.*.onnx"))
+
+
+def _job_dirs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def test_member_jobs_then_ensemble_equal_the_in_process_run(first_run):
+    """Members trained as separate submitit processes; the ensemble run then only loads them."""
+    tmp, out = first_run
+    cache, sweep = tmp / "jobs_cache", tmp / "member_jobs"
+    _run("hydra/launcher=local_jobs", "ensemble.member=0,1", f"cache_dir={cache}", f"hydra.sweep.dir={sweep}",
+         multirun=True)
+    jobs = _job_dirs(sweep)
+    assert len(jobs) == 2
+    job_metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    assert all(len(m["members"]) == 1 for m in job_metrics)
+    proc = _run(f"cache_dir={cache}", f"hydra.run.dir={tmp / 'after_jobs'}")
+    log = proc.stdout + proc.stderr
+    assert log.count("cached weights") == 2 and "classifier: train" not in log
+    reference = json.loads((out / "metrics.json").read_text())
+    ensemble = json.loads((tmp / "after_jobs" / "metrics.json").read_text())
+    # Same seeds and configs -> the same cache keys, members and detections as one in-process run.
+    assert ensemble["members"] == reference["members"] == [m["members"][0] for m in job_metrics]
+    assert ensemble["mAP"] == pytest.approx(reference["mAP"], abs=1e-6)
+    assert ensemble["members_mAP"] == pytest.approx([m["mAP"] for m in job_metrics], abs=1e-6)
+    ours, theirs = read_submission(tmp / "after_jobs" / "detections.txt"), read_submission(out / "detections.txt")
+    assert len(ours) == len(theirs)
+    assert ours.score == pytest.approx(theirs.score, abs=1e-5)
+
+
+def test_proposal_shards_as_separate_jobs_equal_the_unsharded_result(first_run):
+    tmp, _ = first_run
+
+    def proposals_run(*args: str, multirun: bool = False) -> subprocess.CompletedProcess:
+        flags = ["-m"] if multirun else []
+        proc = subprocess.run([sys.executable, "-m", "proposals.run", *flags, "profile=tiny", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    proposals_run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'unsharded'}")
+    shard_cache = tmp / "shard_cache"
+    proposals_run("hydra/launcher=local_jobs", "proposals.shard=0/2,1/2", f"cache_dir={shard_cache}",
+                  f"hydra.sweep.dir={tmp / 'shards'}", multirun=True)
+    chunks = sorted(p.name for p in (shard_cache / "proposals").rglob("*.npz"))
+    assert chunks, "the shard jobs wrote no cache chunks"
+    proc = proposals_run(f"cache_dir={shard_cache}", f"hydra.run.dir={tmp / 'union'}")
+    assert sorted(p.name for p in (shard_cache / "proposals").rglob("*.npz")) == chunks  # nothing recomputed
+    union = json.loads((tmp / "union" / "metrics.json").read_text())["proposals"]
+    unsharded = json.loads((tmp / "unsharded" / "metrics.json").read_text())["proposals"]
+    assert union == unsharded
+
+
+def test_killed_in_every_stage_then_resumed_equals_the_uninterrupted_run(first_run):
+    """SIGKILL inside each stage in turn (tests/kill_at.py), each rerun resuming the last one's work.
+
+    Every run uses one fresh cache: run k is killed in stage k after resuming stage k-1's
+    partial work, so each stage's resume path is exercised once.  The final run's results
+    must equal the uninterrupted run's byte for byte (same seed): this also proves that a
+    fresh cache in other processes reproduces ``detections.txt`` exactly.
+    """
+    tmp, out = first_run
+    cache = tmp / "kill_cache"
+    resumed = {"multibox": "multibox: resuming", "train": "classifier: resuming from"}
+    previous = None
+    for stage in ("multibox", "proposals", "train", "score", "eval"):
+        run_dir = tmp / f"killed_{stage}"
+        proc = subprocess.run([sys.executable, str(REPO / "tests" / "kill_at.py"), stage, "profile=tiny",
+                               f"cache_dir={cache}", f"hydra.run.dir={run_dir}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == -signal.SIGKILL, f"{stage}: rc {proc.returncode}\n{log[-3000:]}"
+        assert not (run_dir / "metrics.json").exists()  # nothing looks complete
+        if previous in resumed:
+            assert resumed[previous] in log, f"{previous} did not resume:\n{log[-3000:]}"
+        if previous == "proposals":
+            assert re.search(r" [1-9]\d* of \d+ chunks cached", log), f"proposals did not resume:\n{log[-3000:]}"
+        previous = stage
+    assert not list(cache.rglob("*.tmp*")), "a temporary file was left behind as if it were a result"
+
+    final = tmp / "after_kills"
+    proc = _run(f"cache_dir={cache}", f"hydra.run.dir={final}")
+    log = proc.stdout + proc.stderr
+    assert log.count("cached weights") == 2 and "classifier: train" not in log
+
+    def without_timing(path: Path) -> dict:
+        metrics = json.loads(path.read_text())
+        metrics.pop("timing_s")
+        return metrics
+
+    assert without_timing(final / "metrics.json") == without_timing(out / "metrics.json")
+    assert (final / "detections.txt").read_bytes() == (out / "detections.txt").read_bytes()
