@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from detect.data.ilsvrc import IlsvrcSource
@@ -72,3 +73,16 @@ def ilsvrc_root(tmp_path: Path) -> Path:
     return root
 
 
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test (modules opt in with ``pytest.mark.usefixtures``).
+
+    Tiny models gain nothing from a second OpenMP thread, and on a shared 2-core machine
+    its barriers stall whenever another process holds the other core (0.15 s -> 6 s).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

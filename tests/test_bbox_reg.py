@@ -21,12 +21,7 @@ from detect.errors import ConfigError, DataError
 from post_classifier_toy import tiny_extract, toy_dataset, toy_proposals
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def rcnn_decode(deltas: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -22,14 +22,7 @@ from classifier.windows import WindowDataset
 from detect.data.record import ClassList, DetectionDataset, ImageRecord
 from detect.errors import UserError
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny models gain nothing from a second OpenMP thread, and on a shared 2-core machine
-    # its barriers stall whenever another process holds the other core (0.15 s -> 6 s).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 # The real Table-1 network at its smallest CPU size: width 0.25, 48 px (47 is the minimum input).

@@ -64,12 +64,17 @@ def tiny_model() -> torch.nn.Module:
                             dropout=0.0, aux_dropout=0.0)
 
 
-def _worker(rank: int, world_size: int, port: int, out: str) -> None:
-    """One torchrun-like process: fresh DDP run in ``out/fresh``, then resume the checkpoint in ``out/resume``."""
+def _join(rank: int, world_size: int, port: int) -> distributed.World:
+    """Set the variables torchrun would set for ``rank`` and join the gloo group."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    world = distributed.init_from_env("cpu")
+    return distributed.init_from_env("cpu")
+
+
+def _worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """One torchrun-like process: fresh DDP run in ``out/fresh``, then resume the checkpoint in ``out/resume``."""
+    world = _join(rank, world_size, port)
     try:
         saves: list[int] = []
         real_save = train_mod.save_training_state
@@ -94,12 +99,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path):
@@ -220,10 +220,7 @@ def _multibox_run(out: Path, world: distributed.World | None) -> tuple[list[floa
 
 
 def _multibox_worker(rank: int, world_size: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    world = distributed.init_from_env("cpu")
+    world = _join(rank, world_size, port)
     try:
         losses, state = _multibox_run(Path(out), world)
         torch.save({"losses": losses, "state": state}, Path(out) / f"mb_rank{rank}.pt")

@@ -30,13 +30,7 @@ RCNN = dict(C=1e-3, positive_weight=2.0, bias_mult=10.0, target_norm=20.0, hard_
             evict_threshold=-1.2, tol=1e-4, max_iter=1000)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny networks gain nothing from a second thread on the shared 2-core CI machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def record(boxes, labels, width=40, height=30) -> ImageRecord:
