@@ -1,6 +1,7 @@
-"""Selective Search speed: 2 workers vs 1, and scale 2 vs scale 1 (seconds and boxes per image).
+"""Proposal speed: Selective Search 2 workers vs 1, scale 2 vs scale 1, and MultiBox inference.
 
     python benchmarks/proposals_speed.py [--images 24] [--workers 2] [--images-from synthetic|shapes]
+    python benchmarks/proposals_speed.py --images 24 --multibox-only   # MultiBox images/s only
 
 Images: by default the embedded generator (`detect.data.synth`, knobs of
 conf/data/synthetic.yaml) with the image size set to 500x375 like ILSVRC;
@@ -9,8 +10,12 @@ run through the real extraction path (`proposals.extract.extract_proposals`:
 file decoding, worker processes, chunked cache writes) with a fresh cache each
 time, with the SS settings of conf/proposals/ss.yaml.  ``--demo N`` also counts
 boxes at scale 1 and 2 on N images of the default embedded dataset at its own
-size (160-240 px, as the demo profile runs SS).  Everything is measured in one
-run so the ratios share the machine's load.
+size (160-240 px, as the demo profile runs SS).  MultiBox: images/s of
+`proposals.multibox.MultiBoxProposer` (resize, network, decode, NMS, top 200; the
+weights are random, which does not change the cost) at the demo settings and at the
+paper's (conf/proposals/multibox.yaml, conf/profile/paper.yaml), one image at a time as
+the extraction runs it, on decoded images.  Everything is measured in one run so the
+ratios share the machine's load.
 """
 
 from __future__ import annotations
@@ -139,6 +144,47 @@ def timed_extract(dataset, source, workers: int, cache_root: Path, cpu: list | N
     return time.perf_counter() - t, props
 
 
+def multibox_images_per_s(images: list[np.ndarray], **net) -> float:
+    """Images/s of a `MultiBoxProposer` (random weights) over ``images`` (best of 2 passes, after a warm-up)."""
+    import torch
+
+    from proposals.multibox import MultiBoxNet, MultiBoxProposer, grid_priors
+
+    torch.manual_seed(0)
+    model = MultiBoxNet(batch_norm=True, **net).eval()
+    shapes = np.random.default_rng(0).uniform(0.1, 0.9, (net["num_shapes"], 2))
+    proposer = MultiBoxProposer(model=model, priors=grid_priors(shapes, model.grid).astype(np.float32),
+                                network_key="benchmark", top_k=200, nms_iou=0.7, min_size=2,
+                                pixel_mean=(0.485, 0.456, 0.406), pixel_std=(0.229, 0.224, 0.225))
+    proposer(images[0])
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for image in images:
+            proposer(image)
+        best = min(best, time.perf_counter() - t0)
+    return len(images) / best
+
+
+def report_multibox(dataset) -> None:
+    from detect.data.image_io import load_rgb
+
+    images = [load_rgb(r.path) for r in dataset.records]
+    print(f"\nMultiBox inference, one image at a time, {len(images)} decoded images, "
+          f"{torch_threads()} torch threads:")
+    demo = multibox_images_per_s(images, num_shapes=11, width=0.25, input_size=96, feature_layer="inception3b")
+    print(f"  demo  (width 0.25, 96 px, inception3b, 1584 priors):  {demo:7.1f} images/s")
+    paper = multibox_images_per_s(images[:8], num_shapes=11, width=1.0, input_size=224,
+                                  feature_layer="inception4e")
+    print(f"  paper (width 1, 224 px, inception4e, 2156 priors):    {paper:7.1f} images/s")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=24)
@@ -148,6 +194,7 @@ def main() -> None:
     ap.add_argument("--images-from", choices=("synthetic", "shapes"), default="synthetic")
     ap.add_argument("--demo", type=int, default=0, help="also count boxes on N default embedded images")
     ap.add_argument("--quality", action="store_true", help="also time quality mode at scale 1")
+    ap.add_argument("--multibox-only", action="store_true", help="only time MultiBox inference")
     args = ap.parse_args()
 
     # conf/proposals/ss.yaml
@@ -163,6 +210,9 @@ def main() -> None:
             dataset = make_dataset(tmp / "images", args.images, args.width, args.height)
         print(f"{args.images} {args.images_from} {args.width}x{args.height} JPEG images; "
               f"cpu_count={os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+        if args.multibox_only:
+            report_multibox(dataset)
+            return
 
         cpu: list[float] = []
         t1, p1 = timed_extract(dataset, ss1, 1, tmp, cpu)
@@ -209,6 +259,7 @@ def main() -> None:
             print(f"  scale 1: {d1 / args.demo:.3f} s/img  {q1.per_image:7.1f} boxes/img")
             print(f"  scale 2: {d2 / args.demo:.3f} s/img  {q2.per_image:7.1f} boxes/img   "
                   f"ratio {q2.per_image / q1.per_image:.2f}")
+        report_multibox(dataset)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
