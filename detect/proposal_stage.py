@@ -75,7 +75,10 @@ def split_proposals(
     if shard is not None:
         return None
     merged = merge_split(list(per_source.values()), iou_threshold=merge_iou, max_boxes=max_per_image)
-    if len(per_source) > 1:
+    # "merged" is what the classifier sees; with one source it differs only when the cap cut boxes,
+    # and then reporting the uncapped source alone would overstate the classified set's coverage.
+    capped = sum(map(len, merged)) < sum(len(b) for boxes in per_source.values() for b in boxes)
+    if len(per_source) > 1 or capped:
         per_source["merged"] = merged
     key = config_hash("proposals", ids, merge_iou, max_per_image)
     return SplitProposals(boxes=merged, key=key, per_source=per_source)

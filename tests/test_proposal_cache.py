@@ -186,3 +186,33 @@ def test_worker_processes_give_identical_proposals(dataset, reference, tmp_path)
     union = Counting(SS)
     assert_same(run(dataset, union, tmp_path, workers=2), reference)
     assert union.calls == 0
+
+
+class _FixedSource:
+    """A proposal source with an `identity`, as `detect.proposal_stage.split_proposals` expects."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def identity(self):
+        return {**self.inner.identity(), "wrapped": "fixed"}
+
+    def __call__(self, image):
+        return self.inner(image)
+
+
+def test_split_report_shows_the_capped_set_the_classifier_sees(dataset, reference, tmp_path):
+    from detect.proposal_stage import split_proposals
+
+    source = {"ss": _FixedSource(SS)}
+    common = dict(cache_dir=tmp_path, workers=1, chunk_size=CHUNK, shard=None, merge_iou=0.9)
+    uncapped = split_proposals(dataset, source, max_per_image=None, **common)
+    assert set(uncapped.per_source) == {"ss"}  # nothing was cut: ss is what gets classified
+    smallest = min(len(b) for b in reference.boxes)
+    assert smallest > 5
+    capped = split_proposals(dataset, source, max_per_image=5, **common)
+    # one source, but the cap cut boxes: "merged" reports the 5 per image that are classified
+    assert set(capped.per_source) == {"ss", "merged"}
+    assert [len(b) for b in capped.per_source["merged"]] == [5] * len(dataset.records)
+    for full, first in zip(reference.boxes, capped.boxes):
+        np.testing.assert_array_equal(first, full[:5])
