@@ -115,14 +115,20 @@ class RoIBatchSampler:
 
 
 def roi_batch_logits(model: RoIClassifier, images: list[Tensor], rois: Tensor) -> Tensor:
-    """Logits ``(R, C + 1)``: the trunk once per image (sizes differ, so no padding is needed),
-    then all regions of the batch through the per-region layers together."""
-    pooled = []
+    """Logits ``(R, C + 1)`` of a batch: one trunk pass over all its images, then every region.
+
+    The images (``(1, 3, H_j, W_j)``, sizes differ) are padded at the bottom and right with
+    zeros, the mean pixel once normalised, into one ``(B, 3, max H, max W)`` tensor, so
+    region coordinates are unchanged.  One pass matters with batch norm: per-image passes
+    would normalise each image by its own statistics in training, and by the running
+    averages at inference.
+    """
+    height = max(x.shape[-2] for x in images)
+    width = max(x.shape[-1] for x in images)
+    batch = images[0].new_zeros((len(images), images[0].shape[1], height, width))
     for j, x in enumerate(images):
-        mine = rois[:, 0] == j
-        local = torch.cat([torch.zeros_like(rois[mine, :1]), rois[mine, 1:]], dim=1)
-        pooled.append(model.pool(model.image_features(x), local))
-    return model.backbone.head(model.tail(torch.cat(pooled)))
+        batch[j, :, : x.shape[-2], : x.shape[-1]] = x[0]
+    return model(batch, rois)
 
 
 def train_roi_classifier(
