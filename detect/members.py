@@ -81,6 +81,13 @@ def train_member(
         raise ConfigError(f"classifier.mode must be one of {MODES} and classifier.runtime one of {RUNTIMES}, "
                           f"got {cfg.mode!r} / {cfg.runtime!r}")
     if cfg.mode == "roi":
+        if cfg.roi.init_from_warp:
+            # Fast R-CNN fine-tunes a network that already classifies windows; a trunk trained
+            # from scratch on whole images learns little from a few hundred batches (README).
+            warp, warp_key = train_member(OmegaConf.merge(cfg, {"mode": "warp"}), train=train, proposals=proposals,
+                                          proposals_key=proposals_key, seed=seed, cache_dir=cache_dir, device=device)
+            model.load_state_dict(warp.state_dict())
+            log.info("member %s: roi training starts from warp member %s", key, warp_key)
         roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
         batches = RoIBatchSampler(windows, images_per_batch=cfg.roi.images_per_batch,
                                   fg_per_image=cfg.roi.fg_per_image, bg_per_image=cfg.roi.bg_per_image,

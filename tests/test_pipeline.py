@@ -124,9 +124,14 @@ def test_inconsistent_svm_settings_are_a_one_line_error(first_run):
 def test_roi_mode_and_onnx_runtime_run_end_to_end(first_run, overrides):
     tmp, out = first_run
     run = tmp / ("run_" + overrides[0].split("=")[1])
-    _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}", *overrides)
+    proc = _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}", *overrides)
     metrics = json.loads((run / "metrics.json").read_text())
     assert isinstance(metrics["mAP"], float) and len(metrics["members_mAP"]) == 2
+    if overrides[0] == "classifier.mode=roi":
+        # classifier.roi.init_from_warp: each roi member fine-tunes the first run's cached warp member
+        log = proc.stdout + proc.stderr
+        assert log.count("cached weights") == 2 and log.count("roi training starts from warp member") == 2
+        assert set(metrics["members"]).isdisjoint(json.loads((out / "metrics.json").read_text())["members"])
     if overrides == ["classifier.runtime=onnx"]:
         # Same weights, ONNX Runtime instead of torch: the same detections up to float noise.
         baseline = json.loads((out / "metrics.json").read_text())
