@@ -78,7 +78,9 @@ def main() -> None:
         line = [f"member {k}: mAP all {100 * _map(val, val_props.boxes, scores, indices, settings):.2f}%"]
         for j, n in enumerate(names):
             keep = [o == j for o in origin]
-            line.append(f"{n} boxes only {100 * _map(val, [b[m] for b, m in zip(val_props.boxes, keep)], [s[m] for s, m in zip(scores, keep)], indices, settings):.2f}%")
+            only = _map(val, [b[m] for b, m in zip(val_props.boxes, keep)], [s[m] for s, m in zip(scores, keep)],
+                        indices, settings)
+            line.append(f"{n} boxes only {100 * only:.2f}%")
         print("  " + "; ".join(line))
         # The top detections of the whole set (best foreground class per region, before NMS).
         rows = []

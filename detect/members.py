@@ -73,21 +73,22 @@ def train_member(
     if load_cached_weights(model, final):
         log.info("member %s: cached weights %s", key, final)
         return model.eval(), key
+    if cfg.mode not in MODES or cfg.runtime not in RUNTIMES:
+        raise ConfigError(f"classifier.mode must be one of {MODES} and classifier.runtime one of {RUNTIMES}, "
+                          f"got {cfg.mode!r} / {cfg.runtime!r}")
+    if cfg.mode == "roi" and cfg.roi.init_from_warp:
+        # Fast R-CNN fine-tunes a network that already classifies windows; a trunk trained
+        # from scratch on whole images learns little from a few hundred batches (README).
+        # Before this member's window pool exists, so two pools never hold decoded images at once.
+        warp, warp_key = train_member(OmegaConf.merge(cfg, {"mode": "warp"}), train=train, proposals=proposals,
+                                      proposals_key=proposals_key, seed=seed, cache_dir=cache_dir, device=device)
+        model.load_state_dict(warp.state_dict())
+        log.info("member %s: roi training starts from warp member %s", key, warp_key)
     windows = WindowDataset(
         train, proposals, labeler=instantiate(cfg.labeler), sampler=instantiate(cfg.sampler),
         input_size=cfg.model.input_size, **cfg.windows,
     )
-    if cfg.mode not in MODES or cfg.runtime not in RUNTIMES:
-        raise ConfigError(f"classifier.mode must be one of {MODES} and classifier.runtime one of {RUNTIMES}, "
-                          f"got {cfg.mode!r} / {cfg.runtime!r}")
     if cfg.mode == "roi":
-        if cfg.roi.init_from_warp:
-            # Fast R-CNN fine-tunes a network that already classifies windows; a trunk trained
-            # from scratch on whole images learns little from a few hundred batches (README).
-            warp, warp_key = train_member(OmegaConf.merge(cfg, {"mode": "warp"}), train=train, proposals=proposals,
-                                          proposals_key=proposals_key, seed=seed, cache_dir=cache_dir, device=device)
-            model.load_state_dict(warp.state_dict())
-            log.info("member %s: roi training starts from warp member %s", key, warp_key)
         roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
         batches = RoIBatchSampler(windows, images_per_batch=cfg.roi.images_per_batch,
                                   fg_per_image=cfg.roi.fg_per_image, bg_per_image=cfg.roi.bg_per_image,
