@@ -186,15 +186,15 @@ def test_training_overfits_a_tiny_set_and_separates_its_classes(toy):
 
     labels = np.concatenate([r.labels for r in dataset.records])  # [1, 2, 1, 2]
     before = object_scores()
-    history = train_roi_classifier(model, sampler(windows, images_per_batch=3), iterations=40, lr=0.1,
+    history = train_roi_classifier(model, sampler(windows, images_per_batch=3), iterations=60, lr=0.1,
                                    checkpoint_dir=None, seed=0, **TRAIN)
     losses = history["loss"]
-    assert len(losses) == 40 and history["regions_per_s"][0] > 0
+    assert len(losses) == 60 and history["regions_per_s"][0] > 0
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
     after = object_scores()
     rows = np.arange(len(labels))
-    # own class: clearly more probable on average (one square may give a little mass to background)
-    assert after[rows, labels].mean() > before[rows, labels].mean() + 0.1
+    # every ground-truth square: its own class gained, and now outranks the other colour's class
+    assert (after[rows, labels] > before[rows, labels]).all()
     assert (after[rows, labels] > after[rows, 3 - labels]).all()
 
 
