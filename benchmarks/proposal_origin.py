@@ -45,7 +45,10 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--top", type=int, default=2000, help="top-scoring detections to inspect")
     args = parser.parse_args()
-    overrides = OmegaConf.load(args.run_dir / ".hydra" / "overrides.yaml")
+    overrides_file = args.run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise SystemExit(f"error: {overrides_file}: not found; pass the directory of a finished detect.run")
+    overrides = OmegaConf.load(overrides_file)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
     cache_dir = str(cfg.cache_dir)
