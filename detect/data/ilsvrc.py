@@ -23,7 +23,7 @@ from detect.data.record import ClassList, DetectionDataset
 from detect.data.report import LoadReport
 from detect.data.split_list import read_split_list
 from detect.data.voc_xml import read_xml_records
-from detect.errors import DataError
+from detect.errors import DataError, read_user_file, require_folder
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def read_blacklist(path: Path, classes: ClassList) -> frozenset[tuple[int, int]]:
     """Lines ``<image_index> <synset>`` -> ``{(image_index, class_id)}``."""
     pairs = set()
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_user_file(path, "blacklist").splitlines(), 1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
@@ -96,9 +96,7 @@ class IlsvrcSource:
         return read_class_list(self._path(self.class_list), self._path(self.meta_det))
 
     def load(self, split: str) -> DetectionDataset:
-        root = Path(self.root)
-        if not root.is_dir():
-            raise DataError(f"{root}: dataset root does not exist (set data.root)")
+        root = require_folder(self.root, "dataset root", " (set data.root)")
         classes = self.classes()
         entries = read_split_list(self._path(self.split_list, split), split)
         report = LoadReport()

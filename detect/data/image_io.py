@@ -29,13 +29,17 @@ def _open(path: Path) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: empty file (0 bytes)")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise DataError(f"{path}: image file not found") from None
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected an image file")
     Image.MAX_IMAGE_PIXELS = None  # our own, clearer check below replaces PIL's
     try:
         image = Image.open(path)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image (or an unsupported format)") from None
+    except PermissionError:
+        raise DataError(f"{path}: image file is not readable (permission denied)") from None
     except OSError as exc:
         raise DataError(f"{path}: truncated or corrupt image ({exc})") from None
     w, h = image.size

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from detect.errors import DataError
+from detect.errors import DataError, read_user_file
 
 # ILSVRC per-class training lists (train_<N>.txt) carry a label (1 positive, 0 partial,
 # -1 negative) in the second column, every other list the 1-based image index.
@@ -28,12 +28,7 @@ def escapes_root(name: str) -> bool:
 def read_split_list(path: Path, split: str) -> list[SplitEntry]:
     """Parse a split list; names must be unique and must stay inside the dataset."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: split list not found (split {split!r})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
+    lines = read_user_file(path, f"split list (split {split!r})").splitlines()
     per_class = bool(_PER_CLASS_LIST.match(split))
     entries: list[SplitEntry] = []
     seen_names: dict[str, int] = {}
