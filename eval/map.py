@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from detect import atomic
 from detect.cli import run_cli, run_user_errors
 from detect.data.record import DetectionDataset
+from detect.errors import require_file
 from eval.ilsvrc_ap import GroundTruth, evaluate_ilsvrc
 from eval.plots import plot_per_class_ap, plot_pr_curves
 from eval.submission import Submission, read_submission, validate_submission
@@ -40,20 +41,22 @@ def evaluate_detections(
     source: str,
     out_dir: Path | None,
     coco: bool,
-    coco_max_dets: int,
+    coco_max_dets: int | None,
     plots: bool,
 ) -> dict[str, Any]:
     """ILSVRC mAP of ``submission`` on ``dataset`` (+ COCO stats); writes plots into ``out_dir``.
 
     Returns the ``metrics.json`` dict: ``mAP``, ``per_class_ap`` (class name -> AP,
     None for classes without ground truth), ``n_detections``, ``n_ground_truth``,
-    ``warnings`` counts and, with ``coco``, ``coco`` stats.
+    ``warnings`` counts and, with ``coco``, ``coco`` stats and ``coco_max_dets`` (None: no limit).
     """
     sizes = np.zeros((max((r.index for r in dataset.records), default=0), 2), np.int64)
+    listed = np.zeros(len(sizes), bool)
     for r in dataset.records:
         sizes[r.index - 1] = (r.width, r.height)
+        listed[r.index - 1] = True
     warnings = validate_submission(submission, path=source, num_images=len(sizes),
-                                   num_classes=len(dataset.classes), image_sizes=sizes)
+                                   num_classes=len(dataset.classes), image_sizes=sizes, listed=listed)
     gt = GroundTruth.from_dataset(dataset)
     result = evaluate_ilsvrc(gt, submission.image_index, submission.class_id, submission.score, submission.boxes)
     names = dataset.classes.names
@@ -65,10 +68,13 @@ def evaluate_detections(
         "warnings": warnings,
     }
     if coco:
-        from eval.coco_eval import coco_evaluate
+        from eval.coco_eval import check_max_dets, coco_evaluate, warn_images_over_max_dets
 
+        coco_max_dets = check_max_dets(coco_max_dets)
+        warnings["coco_images_over_max_dets"] = warn_images_over_max_dets(dataset, coco_max_dets)
         metrics["coco"] = coco_evaluate(dataset, submission.image_index, submission.class_id, submission.score,
                                         submission.boxes, max_dets=coco_max_dets)
+        metrics["coco_max_dets"] = coco_max_dets
     if plots and out_dir is not None:
         plot_pr_curves(Path(out_dir) / "pr_curves.png", names, result.ap, result.precision, result.recall)
         plot_per_class_ap(Path(out_dir) / "per_class_ap.png",
@@ -82,7 +88,7 @@ def evaluate_submission(
     *,
     out_dir: Path | None,
     coco: bool,
-    coco_max_dets: int,
+    coco_max_dets: int | None,
     plots: bool,
 ) -> dict[str, Any]:
     """Read, validate and score an ILSVRC submission file: `evaluate_detections` on its contents.
@@ -108,6 +114,7 @@ def format_ap_table(metrics: dict[str, Any]) -> str:
 @run_user_errors
 def _main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    require_file(cfg.detections, "submission file")  # before a long dataset load
     source = instantiate(cfg.data)
     dataset = source.load(cfg.data.split)
     metrics = evaluate_submission(dataset, cfg.detections, out_dir=out_dir, **cfg.eval)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from detect import atomic
-from detect.errors import UserError
+from detect.errors import UserError, read_user_file
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,7 @@ def _first_bad_line(path: Path, lines: list[str], numbers: list[int]) -> None:
 def read_submission(path: Path | str) -> Submission:
     """Parse a submission file. Raises `UserError` ("FILE:LINE: problem") on any malformed line."""
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: submission file not found") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
+    raw = read_user_file(path, "submission file", error=UserError)
     lines, numbers = [], []
     for lineno, text in enumerate(raw.splitlines(), 1):
         stripped = text.strip()
@@ -105,13 +100,15 @@ def read_submission(path: Path | str) -> Submission:
 
 def validate_submission(
     sub: Submission, *, path: Path | str, num_images: int, num_classes: int,
-    image_sizes: np.ndarray | None = None,
+    image_sizes: np.ndarray | None = None, listed: np.ndarray | None = None,
 ) -> dict[str, int]:
     """Check ids against the split; count (and log) boxes the devkit accepts but that cannot match.
 
     Args:
         image_sizes: optional int ``(num_images, 2)`` ``(width, height)`` by image index - 1,
             to count boxes extending outside their image.
+        listed: optional bool ``(num_images,)`` by image index - 1: the split list holds that
+            index (a list's indices may have gaps, e.g. R-CNN's val1/val2 halves of val).
     Returns:
         counts ``{"inverted_boxes": n, "out_of_image_boxes": n}``.
     Raises:
@@ -121,6 +118,11 @@ def validate_submission(
     if len(bad):
         raise UserError(f"{path}:{sub.line[bad[0]]}: image index {sub.image_index[bad[0]]} "
                         f"is out of range 1..{num_images}")
+    if listed is not None:
+        bad = np.nonzero(~np.asarray(listed, bool)[sub.image_index - 1])[0]
+        if len(bad):
+            raise UserError(f"{path}:{sub.line[bad[0]]}: image index {sub.image_index[bad[0]]} is not in the "
+                            f"split list ({int(np.sum(listed))} images with indices 1..{num_images}, with gaps)")
     bad = np.nonzero((sub.class_id < 1) | (sub.class_id > num_classes))[0]
     if len(bad):
         raise UserError(f"{path}:{sub.line[bad[0]]}: unknown class id {sub.class_id[bad[0]]} "

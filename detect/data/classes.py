@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detect.data.record import ClassList
-from detect.errors import DataError
+from detect.errors import DataError, read_user_file
 
 # The DET challenge has 200 classes; meta_det.mat also lists their WordNet ancestors after them.
 ILSVRC_DET_NUM_CLASSES = 200
@@ -15,10 +15,7 @@ def read_map_det(path: Path) -> ClassList:
     """Read lines ``<synset> <class_id> <name>`` (name may contain spaces); ids must be 1..C."""
     path = Path(path)
     entries: dict[int, tuple[str, str]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: class list not found") from None
+    lines = read_user_file(path, "class list").splitlines()
     for lineno, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -88,3 +85,24 @@ def read_class_list(map_det: Path | None, meta_det: Path | None) -> ClassList:
     if meta_det is not None and Path(meta_det).exists():
         return read_meta_det(meta_det)
     raise DataError(f"no class list: neither {map_det} nor {meta_det} exists")
+
+
+def class_list_from_names(names, key: str = "data.classes") -> ClassList:
+    """A class list (ids 1..C in list order) from the names a config gives, e.g. VOC's ``data.classes``.
+
+    A name listed twice would make two class ids for one name (the second never receives an
+    object, so every score changes): refused, like an empty list.
+    """
+    if isinstance(names, str) or names is None:
+        raise DataError(f"{key} must be a list of class names, e.g. {key}=[cat,dog], got {names!r}")
+    names = [str(n).strip() for n in names]
+    if not names:
+        raise DataError(f"{key} is empty: list the class names, e.g. {key}=[cat,dog]")
+    first: dict[str, int] = {}
+    for position, name in enumerate(names, 1):
+        if not name:
+            raise DataError(f"{key}: entry {position} is an empty name")
+        if name in first:
+            raise DataError(f"{key} lists {name!r} twice (entries {first[name]} and {position})")
+        first[name] = position
+    return ClassList(synsets=tuple(names), names=tuple(names))

@@ -9,6 +9,7 @@ ascending image-id order, which is also the order of submission files.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from torchvision.ops import box_convert
 from detect.data.record import ClassList, DetectionDataset, ImageRecord
 from detect.data.report import LoadReport
 from detect.data.split_list import escapes_root
-from detect.errors import DataError
+from detect.errors import DataError, read_user_file, require_folder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,33 +36,46 @@ class CocoSource:
     images_dir: str
 
     def load(self, split: str) -> DetectionDataset:
-        root = Path(self.root)
+        root = require_folder(self.root, "dataset root", " (set data.root)")
         ann_path = root / self.annotations.format(split=split)
         try:
-            data = json.loads(ann_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{ann_path}: COCO annotation file not found") from None
+            data = json.loads(read_user_file(ann_path, "COCO annotation file"))
         except json.JSONDecodeError as exc:
             raise DataError(f"{ann_path}: malformed JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{ann_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
         for key in ("images", "annotations", "categories"):
             if key not in data:
                 raise DataError(f"{ann_path}: missing top-level key {key!r}")
-        categories = sorted(data["categories"], key=lambda c: c["id"])
+            if not isinstance(data[key], list) or not all(isinstance(e, dict) for e in data[key]):
+                raise DataError(f"{ann_path}: {key!r} must be a list of JSON objects")
+        report = LoadReport()
+        categories = sorted(_unique_ids(data["categories"], "categories", ann_path, ("name",)),
+                            key=lambda c: c["id"])
+        names = [str(c["name"]) for c in categories]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise DataError(f"{ann_path}: category name {name!r} is used by category ids "
+                                f"{categories[names.index(name)]['id']} and {categories[i]['id']}")
         cat_to_label = {c["id"]: i + 1 for i, c in enumerate(categories)}
-        classes = ClassList(
-            synsets=tuple(str(c["name"]) for c in categories), names=tuple(str(c["name"]) for c in categories)
-        )
-        per_image: dict[int, list[dict]] = {}
-        for ann in data["annotations"]:
-            per_image.setdefault(ann["image_id"], []).append(ann)
-        try:
-            images = sorted(data["images"], key=lambda im: im["id"])
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"{ann_path}: an entry of 'images' has no usable 'id' "
-                            f"({type(exc).__name__}: {exc})") from None
+        classes = ClassList(synsets=tuple(names), names=tuple(names))
+        images = sorted(_unique_ids(data["images"], "images", ann_path), key=lambda im: im["id"])
         if not images:
             raise DataError(f"{ann_path}: split {split!r} has no images")
-        report = LoadReport()
+        image_ids = {im["id"] for im in images}
+        per_image: dict[int, list[dict]] = {}
+        for ann in data["annotations"]:
+            image_id = ann.get("image_id")
+            if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+                raise DataError(f"{ann_path}: annotation {ann.get('id')} has no usable 'image_id' (got {image_id!r})")
+            if image_id not in image_ids:
+                report.add("annotations whose image_id is not in 'images' ignored",
+                           f"{ann_path}, annotation {ann.get('id')} -> image id {ann['image_id']!r}")
+                continue
+            per_image.setdefault(ann["image_id"], []).append(ann)
+        if not data["annotations"]:
+            log.warning("%s: 'annotations' is empty: all %d images are negatives (no ground truth to score)",
+                        ann_path, len(images))
         images_dir = root / self.images_dir.format(split=split)
         records = []
         for index, image in enumerate(images, 1):
@@ -95,6 +111,27 @@ class CocoSource:
             )
         report.log(f"{ann_path}")
         return DetectionDataset(name="coco", split=split, root=root, classes=classes, records=tuple(records))
+
+
+def _unique_ids(entries: list[dict], key: str, ann_path: Path, needs: tuple[str, ...] = ()) -> list[dict]:
+    """``entries`` of the top-level list ``key``; a `DataError` for an entry without a usable
+    ``id`` (or a field of ``needs``) and for an id listed twice (it would mean two images or
+    classes for one id, silently changing every score)."""
+    seen: set = set()
+    for entry in entries:
+        value = entry.get("id")
+        if not isinstance(value, (int, str)) or isinstance(value, bool):
+            raise DataError(f"{ann_path}: an entry of {key!r} has no usable 'id' (got {value!r})")
+        missing = [f for f in needs if f not in entry]
+        if missing:
+            raise DataError(f"{ann_path}: {key} id {value!r} has no {missing[0]!r}")
+        if value in seen:
+            raise DataError(f"{ann_path}: {key} id {value!r} is listed twice")
+        seen.add(value)
+    kinds = {type(e["id"]) for e in entries}
+    if len(kinds) > 1:
+        raise DataError(f"{ann_path}: {key} ids mix numbers and strings")
+    return entries
 
 
 def _image_fields(image: dict, ann_path: Path) -> tuple[str, int, int]:

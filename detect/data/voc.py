@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from detect.data.record import ClassList, DetectionDataset
+from detect.data.classes import class_list_from_names
+from detect.data.record import DetectionDataset
 from detect.data.report import LoadReport
 from detect.data.split_list import read_split_list
 from detect.data.voc_xml import read_xml_records
-from detect.errors import DataError
+from detect.errors import require_folder
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,8 @@ class VocSource:
     check_image_size: bool
 
     def load(self, split: str) -> DetectionDataset:
-        root = Path(self.root)
-        if not root.is_dir():
-            raise DataError(f"{root}: dataset root does not exist (set data.root)")
-        classes = ClassList(synsets=tuple(self.classes), names=tuple(self.classes))
+        root = require_folder(self.root, "dataset root", " (set data.root)")
+        classes = class_list_from_names(self.classes)
         list_path = root / "ImageSets" / "Main" / f"{split}.txt"
         report = LoadReport()
         records = read_xml_records(

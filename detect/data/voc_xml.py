@@ -12,7 +12,7 @@ from tqdm import tqdm
 from detect.data.image_io import image_size
 from detect.data.record import ClassList, ImageRecord, empty_annotations
 from detect.data.report import LoadReport
-from detect.errors import ConfigError, DataError
+from detect.errors import ConfigError, DataError, read_user_file
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,27 @@ def _number(obj: ET.Element, tag: str, path: Path) -> float:
         raise DataError(f"{path}: <{tag}> is not a number: {text.strip()!r}") from None
 
 
+def _strip_namespaces(root: ET.Element) -> None:
+    """``{uri}object`` -> ``object`` on every element: a default namespace (``xmlns="..."``) or
+    declared prefixes (``<voc:object>``) name the same VOC tags, whose objects must not be lost."""
+    for el in root.iter():
+        if isinstance(el.tag, str) and el.tag.startswith("{"):
+            el.tag = el.tag.split("}", 1)[1]
+
+
 def parse_voc_xml(path: Path) -> XmlAnnotation:
-    """Parse a VOC/ILSVRC XML file. Raises `DataError` naming the file when malformed."""
+    """Parse a VOC/ILSVRC XML file. Raises `DataError` naming the file when malformed.
+
+    Namespaced tags are read as the plain VOC tags (`_strip_namespaces`); a prefix that is
+    never declared is malformed XML (an error, never silently zero objects).
+    """
     path = Path(path)
+    data = read_user_file(path, "annotation file", text=False)
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise DataError(f"{path}: malformed XML ({exc})") from None
+    _strip_namespaces(root)
     size = None
     size_el = root.find("size")
     if size_el is not None and size_el.findtext("width") and size_el.findtext("height"):
