@@ -22,7 +22,7 @@ def tiny_knobs(**overrides) -> dict:
     """The shipped knobs (conf/data/synthetic.yaml) with 6 + 6 small images."""
     cfg = OmegaConf.load(CONF / "data/synthetic.yaml")
     knobs = {k: v for k, v in OmegaConf.to_container(cfg).items()
-             if k not in ("_target_", "root", "split", "train_split")}
+             if k not in ("_target_", "root", "split", "train_split", "managed_dir", "regenerate")}
     knobs.update(splits={"train": 6, "val": 6}, image_long_side=[96, 128], blacklist_entries=3,
                  # Seed 0 with these fractions yields negatives both with and without an XML file.
                  negative_fraction=0.3, missing_xml_fraction=0.5)
@@ -30,8 +30,9 @@ def tiny_knobs(**overrides) -> dict:
     return knobs
 
 
-def source(root: Path, **overrides) -> SyntheticSource:
-    return SyntheticSource(root=str(root), split="val", train_split="train", **tiny_knobs(**overrides))
+def source(root: Path, managed_dir: Path | None = None, regenerate: bool = False, **overrides) -> SyntheticSource:
+    return SyntheticSource(root=str(root), split="val", train_split="train", **tiny_knobs(**overrides),
+                           managed_dir=None if managed_dir is None else str(managed_dir), regenerate=regenerate)
 
 
 def file_hashes(root: Path) -> dict[str, str]:
@@ -127,12 +128,13 @@ def test_killed_generation_is_regenerated_not_read(tmp_path: Path, monkeypatch):
 
 
 def test_changed_knobs_regenerate_and_foreign_folders_are_never_overwritten(tmp_path: Path):
-    root = tmp_path / "synth"
-    source(root).load("val")
+    cache = tmp_path / "cache"
+    root = cache / "synth"
+    source(root, cache).load("val")
     hashes = file_hashes(root)
-    source(root).load("val")  # same knobs: nothing rewritten
+    source(root, cache).load("val")  # same knobs: nothing rewritten
     assert file_hashes(root) == hashes
-    source(root, seed=7).load("val")
+    source(root, cache, seed=7).load("val")  # inside the cache folder: regenerated
     assert read_manifest(root)["knobs"]["seed"] == 7
     regenerated = file_hashes(root)
     images = [k for k in hashes if k.endswith(".JPEG")]
@@ -143,6 +145,43 @@ def test_changed_knobs_regenerate_and_foreign_folders_are_never_overwritten(tmp_
     with pytest.raises(DataError, match="not a generated synthetic dataset"):
         source(foreign).load("val")
     assert (foreign / "important.txt").read_text() == "keep me"
+
+
+def test_a_generated_dataset_outside_the_cache_is_rewritten_only_when_asked(tmp_path: Path):
+    copy = tmp_path / "my_copy"  # e.g. a generated dataset the user keeps (and meant to read with data=ilsvrc)
+    source(copy).load("val")
+    hashes = file_hashes(copy)
+    for managed in (None, tmp_path / "cache"):
+        with pytest.raises(DataError, match=r"my_copy: holds a synthetic dataset generated with other knobs "
+                                            r"\(seed 0 -> 3\) outside the cache folder.*data\.regenerate=true"):
+            source(copy, managed, seed=3).load("val")
+    assert file_hashes(copy) == hashes
+    assert len(source(copy).load("val")) == 6  # its own knobs: read as it is
+    source(copy, regenerate=True, seed=3).load("val")
+    assert read_manifest(copy)["knobs"]["seed"] == 3
+
+
+def test_cli_refuses_to_rewrite_a_dataset_made_with_other_knobs(tmp_path: Path, capsys):
+    from hydra import compose, initialize_config_dir
+
+    root = tmp_path / "mine"
+    knobs = ["splits={train: 1, val: 2}", "image_long_side=[64,64]", "blacklist_entries=0"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        first = compose(config_name="synth", overrides=[f"root={root}", f"cache_dir={tmp_path / 'cache'}", *knobs])
+        other = compose(config_name="synth", overrides=[f"root={root}", f"cache_dir={tmp_path / 'cache'}", *knobs,
+                                                        "seed=5"])
+        asked = compose(config_name="synth", overrides=[f"root={root}", *knobs, "seed=5", "regenerate=true"])
+    synth._main(first)
+    hashes = file_hashes(root)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        synth._main(other)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {root}: holds a synthetic dataset generated with other knobs (seed 0 -> 5)")
+    assert "regenerate=true" in err and file_hashes(root) == hashes
+    synth._main(asked)
+    assert read_manifest(root)["knobs"]["seed"] == 5
 
 
 def test_bad_knobs_are_config_errors(tmp_path: Path):

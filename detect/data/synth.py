@@ -390,6 +390,41 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
 
 
+def _is_inside(path: Path, folder: str | os.PathLike | None) -> bool:
+    if folder is None or not str(folder):
+        return False
+    return path.resolve().is_relative_to(Path(folder).resolve())
+
+
+def _knob_changes(root: Path, p: GeneratorParams) -> str:
+    """``seed 0 -> 7, splits ...``: the knobs that differ from ``root``'s manifest (a few)."""
+    try:
+        old = read_manifest(root).get("knobs", {})
+    except (OSError, ValueError, AttributeError):
+        return "unknown knobs"
+    new = p.knobs()
+    changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    if not changed:
+        return "same knobs, another generator version"
+    return ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def refuse_to_regenerate(root: Path, p: GeneratorParams, *, managed_dir: str | None, allowed: bool,
+                         key: str) -> None:
+    """A `DataError` when regenerating ``root`` would rewrite a dataset nobody asked to rewrite.
+
+    ``root`` holds a generated dataset made with other knobs, it is not inside the cache folder
+    ``managed_dir``, and ``allowed`` (``key``) is false.  It may be a user's own copy (read with
+    the wrong ``data=``), so it is never rewritten in place silently.
+    """
+    marker = _is_generated(root)
+    if allowed or marker is None or marker.get("hash") == p.knob_hash() or _is_inside(root, managed_dir):
+        return
+    raise DataError(f"{root}: holds a synthetic dataset generated with other knobs ({_knob_changes(root, p)}) "
+                    f"outside the cache folder, so it is not regenerated: read it as it is with data=ilsvrc, "
+                    f"rewrite it with {key}=true, or choose another data.root")
+
+
 # --------------------------------------------------------------------------- dataset source
 
 @dataclass(frozen=True, kw_only=True)
@@ -397,22 +432,32 @@ class SyntheticSource(GeneratorParams):
     """Dataset source for ``data=synthetic``: generates into ``root`` on first use, then reads it
     with `IlsvrcSource` (2015 layout), so the real ILSVRC reader is what runs.
 
-    Regenerates when ``root/DONE`` is missing or was written for other knobs.
+    Generates when ``root`` is missing or empty.  When ``root`` holds a generated dataset made
+    with other knobs, it is regenerated only where that cannot destroy a user's data: inside the
+    cache's own folder (``managed_dir``, the run's ``cache_dir``), or when asked with
+    ``regenerate=true``; elsewhere it is a `DataError` (`refuse_to_regenerate`).
 
     Args:
         root: dataset folder (``${cache_dir}/synthetic``).
         split: evaluated split; train_split: training split (both keys of ``splits``).
-        other args: the generator knobs of `GeneratorParams`.
+        managed_dir: the cache folder (``cache_dir``); None: none (only ``regenerate`` allows it).
+        regenerate: rewrite ``root`` even outside ``managed_dir`` when its knobs differ.
+        other args: the generator knobs of `GeneratorParams` (``managed_dir`` and ``regenerate``
+            are not knobs: they never change the dataset's hash).
     """
 
     root: str
     split: str
     train_split: str
+    managed_dir: str | None = None
+    regenerate: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not str(self.root):
             raise ConfigError("data.root is empty")
+        if not isinstance(self.regenerate, bool):
+            raise ConfigError(f"data.regenerate must be true or false, got {self.regenerate!r}")
         for key in ("split", "train_split"):
             if getattr(self, key) not in self.splits:
                 raise ConfigError(f"data.{key} {getattr(self, key)!r} is not one of data.splits {list(self.splits)}")
@@ -425,9 +470,13 @@ class SyntheticSource(GeneratorParams):
         root = Path(self.root)
         if self._is_current(root):
             return root
+        refuse_to_regenerate(root, self, managed_dir=self.managed_dir, allowed=self.regenerate,
+                             key="data.regenerate")
         # Parallel jobs (a Hydra multirun) share the cache: one generates, the others wait and reuse it.
         with _exclusive(root.parent / f".{root.name}.lock"):
             if not self._is_current(root):
+                refuse_to_regenerate(root, self, managed_dir=self.managed_dir, allowed=self.regenerate,
+                                     key="data.regenerate")
                 log.info("generating the synthetic dataset into %s (%s)", root,
                          "no complete copy" if _is_generated(root) is None else "knobs changed")
                 start = time.perf_counter()
@@ -494,6 +543,8 @@ def _main(cfg: DictConfig) -> dict[str, Any]:
     root = Path(source.root)
     marker = _is_generated(root)
     start = time.perf_counter()
+    refuse_to_regenerate(root, source, managed_dir=source.managed_dir, allowed=force or source.regenerate,
+                         key="regenerate")
     if force or marker is None or marker.get("hash") != source.knob_hash():
         manifest = generate(root, **source.params())
         print(f"generated {root} in {time.perf_counter() - start:.1f} s")
