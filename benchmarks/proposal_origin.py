@@ -27,6 +27,7 @@ from torchvision.ops import box_iou
 from detect.ensemble import member_seed
 from detect.members import score_member, train_member
 from detect.pipeline import detections
+from detect.pretrain_stage import multibox_init_weights
 from detect.proposal_stage import build_sources, split_proposals
 from eval.map import evaluate_detections
 from proposals.merge import merge_proposals
@@ -55,7 +56,8 @@ def main() -> None:
     settings = instantiate(cfg.ensemble)
     source = instantiate(cfg.data)
     train, val = source.load(source.train_split), source.load(source.split)
-    sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed))
+    sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
+                            init_weights=multibox_init_weights(cfg, device=str(cfg.device)))
     if len(sources) < 2:
         raise SystemExit("this run has one proposal source; nothing to split")
     common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size, shard=None,

@@ -242,6 +242,7 @@ def sgd_loop(
     unit: str,
     world: distributed.World = distributed.SINGLE,
     scaler: torch.amp.GradScaler | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> float:
     """Iterations ``start .. iterations - 1`` of SGD, shared by the warp and roi trainers.
 
@@ -255,6 +256,7 @@ def sgd_loop(
     slice and the *global* batch size; the history records each term averaged over the
     processes (the global batch's mean), and only rank 0 saves, logs and shows the bar.
     ``scaler``: mixed precision's loss scaling (None: plain float32 backward and step).
+    ``after_step(it)``: called after iteration ``it``'s optimiser and scheduler steps (weight averaging).
     """
     seen, t0 = 0, time.perf_counter()
     bar = tqdm(range(start, iterations), desc=f"{name}: train", unit="it", initial=start, total=iterations,
@@ -272,6 +274,8 @@ def sgd_loop(
                 scaler.step(optimizer)  # skipped when the scaled gradients overflowed
                 scaler.update()
             scheduler.step()
+            if after_step is not None:
+                after_step(it)
             if world.distributed:  # one all-reduce for all terms
                 means = distributed.all_reduce_mean(torch.stack([v.detach().float() for v in terms.values()]), world)
                 terms = dict(zip(terms, means.cpu()))

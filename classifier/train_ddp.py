@@ -33,6 +33,7 @@ from detect.cli import run_user_errors
 from detect.ensemble import EnsembleSettings, member_seed
 from detect.errors import ConfigError
 from detect.members import train_member
+from detect.pretrain_stage import initialise
 from detect.proposal_stage import build_sources, split_proposals
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -60,7 +61,9 @@ def train_members_ddp(cfg: DictConfig, world: distributed.World) -> dict[int, Pa
     with distributed.main_first(world):
         source = instantiate(cfg.data)
         train = source.load(source.train_split)
-    sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed))
+    # Every process: pretraining (when the weights are neither shipped nor cached) is data-parallel too.
+    init = initialise(cfg, device=world.device)
+    sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed), init_weights=init.weights)
     with distributed.main_first(world):
         proposals = split_proposals(train, sources, cache_dir=cache_dir, workers=cfg.proposals.workers,
                                     chunk_size=cfg.proposals.chunk_size, shard=None,
@@ -68,7 +71,7 @@ def train_members_ddp(cfg: DictConfig, world: distributed.World) -> dict[int, Pa
                                     max_per_image=cfg.proposals.merge.max_per_image)
     paths = {}
     for k in settings.member_ids:
-        _, key = train_member(cfg.classifier, train=train, proposals=proposals.boxes, proposals_key=proposals.key,
+        _, key = train_member(init.classifier, train=train, proposals=proposals.boxes, proposals_key=proposals.key,
                               seed=member_seed(int(cfg.seed), k), cache_dir=cache_dir, device=world.device)
         paths[k] = Path(cache_dir) / "members" / key / "model.pt"
     return paths

@@ -146,6 +146,25 @@ def load_weights(
     return LoadReport(path, tuple(to_load), tuple(reinit), tuple(kept), tuple(ignored))
 
 
+def load_trunk_weights(trunk: nn.Module, path: Path | str, *, until: str) -> LoadReport:
+    """Copy the layers up to and including ``until`` of a GoogLeNet state dict in ``path`` into ``trunk``
+    (a `classifier.googlenet.GoogLeNet` whose later layers may be replaced); the file's other layers
+    and heads are ignored.  One-line `UserError` naming the file and key when a trunk layer is missing
+    or has another shape (another width)."""
+    from classifier.googlenet import TRUNK_LAYERS
+
+    layers = TRUNK_LAYERS[:TRUNK_LAYERS.index(until) + 1]
+    path = Path(path)
+    file_state = {k: v for k, v in read_state_dict(path).items() if k.split(".")[0] in layers}
+    model_state = {k: v for k, v in trunk.state_dict().items() if k.split(".")[0] in layers}
+    to_load, _, _, _, problems = match_state_dict(model_state, file_state)
+    if problems:
+        more = f" ({len(problems)} mismatches in all)" if len(problems) > 1 else ""
+        raise UserError(f"{path}: pretrained weights do not fit the trunk up to {until}: {problems[0]}{more}")
+    trunk.load_state_dict(to_load, strict=False)
+    return LoadReport(path, tuple(to_load), (), (), ())
+
+
 def load_cached_weights(model: nn.Module, path: Path | str) -> bool:
     """Load a cache's finished ``model.pt`` into ``model``; False (with a warning) when it is unusable.
 

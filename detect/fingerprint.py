@@ -20,6 +20,15 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def file_digest(path) -> str:
+    """16 hex chars of the sha256 of a file's bytes (weights are identified by content, not by path)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def dataset_fingerprint(dataset: DetectionDataset) -> str:
     """Identity of a split's content: image ids, file sizes, sizes, boxes and labels.
 

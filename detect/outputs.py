@@ -67,6 +67,10 @@ def summary_text(metrics: dict[str, Any], out_dir: Path) -> str:
                      f"(best {best:.4f}; ensemble gain {m - best:+.4f})")
     if metrics.get("random_scores_mAP") is not None:
         lines.append(f"random-score baseline mAP: {metrics['random_scores_mAP']:.4f} (same proposals, no classifier)")
+    if metrics.get("pretrain"):
+        pre = metrics["pretrain"]
+        lines.append(f"pretrained network ({pre['source']}): top-1 error {pre['top1_error']:.4f}, "
+                     f"top-5 error {pre['top5_error']:.4f} (classification val)")
     for source, p in metrics.get("proposals", {}).items():
         lines.append(f"proposals {source:>9}: {p['per_image']:7.1f}/image, coverage {p['coverage']:.3f}, "
                      f"recall@0.5 {p['recall_50']:.3f}")

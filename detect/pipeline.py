@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from detect import atomic
 from detect.ensemble import EnsembleSettings, member_seed
@@ -24,6 +24,7 @@ from detect.errors import ConfigError
 from detect.members import build_model, fit_post_classifiers, score_member, train_member
 from detect.outputs import draw_examples, summary_text, write_coco_results
 from detect.postprocess import average_member_scores, cap_per_class, image_detections
+from detect.pretrain_stage import check_init, initialise
 from detect.proposal_stage import build_sources, proposal_report, split_proposals
 from eval.map import evaluate_detections
 from eval.plots import plot_recall_curves
@@ -85,7 +86,9 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     timer = StageTimer()
     cache_dir = str(cfg.cache_dir)
     settings: EnsembleSettings = instantiate(cfg.ensemble)
-    build_model(cfg.classifier, num_classes=1)  # checks classifier.model now, not after the proposals
+    check_init(cfg.classifier)
+    # Checks classifier.model now, not after the proposals (the weights file is checked when it is used).
+    build_model(OmegaConf.merge(cfg.classifier, {"model": {"weights": None}}), num_classes=1)
     if (settings.score == "svm") != bool(cfg.classifier.svm.enabled):
         raise ConfigError("ensemble.score=svm needs classifier.svm.enabled=true, and the other way round")
 
@@ -94,8 +97,13 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         train = source.load(source.train_split)
         val = source.load(source.split)
 
+    with timer("pretrain"):
+        init = initialise(cfg, device=str(cfg.device))
+    classifier_cfg = init.classifier
+
     with timer("proposals"):
-        sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed))
+        sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
+                                init_weights=init.weights)
         common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size,
                       shard=None, merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image)
         train_props = split_proposals(train, sources, **common)
@@ -109,14 +117,14 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     for k in settings.member_ids:
         seed = member_seed(int(cfg.seed), k)
         with timer("train"):
-            model, key = train_member(cfg.classifier, train=train, proposals=train_props.boxes,
+            model, key = train_member(classifier_cfg, train=train, proposals=train_props.boxes,
                                       proposals_key=train_props.key, seed=seed, cache_dir=cache_dir,
                                       device=str(cfg.device))
-            svm, bbox_reg = fit_post_classifiers(model, cfg.classifier, member_key=key, train=train,
+            svm, bbox_reg = fit_post_classifiers(model, classifier_cfg, member_key=key, train=train,
                                                  proposals=train_props.boxes, seed=seed, cache_dir=cache_dir,
                                                  device=str(cfg.device))
         with timer("score"):
-            scores, refined = score_member(model, cfg.classifier, member_key=key, dataset=val,
+            scores, refined = score_member(model, classifier_cfg, member_key=key, dataset=val,
                                            proposals=val_props.boxes, proposals_key=val_props.key,
                                            cache_dir=cache_dir, device=str(cfg.device), svm=svm, bbox_reg=bbox_reg)
         member_scores.append(scores)
@@ -154,6 +162,10 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "members_mAP": members_map,
         "random_scores_mAP": random_map,
         "proposals": report,
+        **({"pretrain": {"top1_error": init.pretrain.metrics["top1_error"],
+                         "top5_error": init.pretrain.metrics["top5_error"], "source": init.pretrain.source,
+                         "key": init.pretrain.key}} if init.pretrain is not None else {}),
+        "init": str(cfg.classifier.init),
         "timing_s": timer.seconds,
         "n_detections": metrics["n_detections"],
         "n_ground_truth": metrics["n_ground_truth"],

@@ -34,18 +34,21 @@ class SplitProposals:
 SOURCES = ("ss", "multibox")
 
 
-def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, seed: int) -> dict[str, Any]:
+def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, seed: int,
+                  init_weights: Path | None = None) -> dict[str, Any]:
     """Instantiate the proposal sources named in ``cfg.sources``, MultiBox first (its boxes are scored).
 
     Blocks of sources not listed are ignored: a profile may tune ``proposals.ss`` or
-    ``proposals.multibox`` whichever proposals option is chosen.
+    ``proposals.multibox`` whichever proposals option is chosen.  ``init_weights``: the
+    pretrained network MultiBox starts from (``proposals.multibox.init=pretrained``).
     """
     unknown = set(cfg.sources) - set(SOURCES)
     if unknown or not cfg.sources:
         raise ConfigError(f"proposals.sources must be a non-empty subset of {list(SOURCES)}, got {list(cfg.sources)}")
     sources: dict[str, Any] = {}
     if "multibox" in cfg.sources:
-        proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, **cfg.multibox)
+        proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, init_weights=init_weights,
+                                           **cfg.multibox)
         if proposer is not None:
             sources["multibox"] = proposer
     if "ss" in cfg.sources:

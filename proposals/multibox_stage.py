@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from classifier import distributed
-from classifier.weights import load_cached_weights
+from classifier.weights import load_cached_weights, load_trunk_weights
 from detect import atomic
 from detect.data.record import DetectionDataset
-from detect.errors import config_int
-from detect.fingerprint import config_hash, dataset_fingerprint
+from detect.errors import ConfigError, config_int
+from detect.fingerprint import config_hash, dataset_fingerprint, file_digest
 from proposals.multibox import MultiBoxNet, MultiBoxProposer, grid_priors, kmeans_shapes, normalise_boxes
 from proposals.multibox_train import load_training_images, train_multibox
 
@@ -59,6 +59,8 @@ def build_multibox_proposer(
     checkpoint_every: int,
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
+    init: str = "scratch",
+    init_weights: str | Path | None = None,
 ) -> MultiBoxProposer | None:
     """A `MultiBoxProposer` trained on ``train`` (None when ``top_k == 0``: MultiBox off).
 
@@ -66,10 +68,21 @@ def build_multibox_proposer(
     data and every training parameter (not the inference-only ``top_k``,
     ``nms_iou``, ``min_size``), so sweeping those reuses the network.  A killed
     training resumes from its last checkpoint.
+
+    ``init``: ``pretrained`` starts the trunk (every layer up to ``feature_layer``) from
+    ``init_weights``, the pretrained classifier of `classifier.pretrain` (its width must
+    be ``width``), as the 2014 MultiBox started from an ImageNet-trained Inception;
+    ``scratch`` from a random initialisation.
     """
     if config_int("proposals.multibox.top_k", top_k, low=0) == 0:  # 0 turns MultiBox off; < 0 is a typo
         return None
-    training = dict(num_shapes=num_shapes, feature_layer=feature_layer, width=width, input_size=input_size, batch_norm=batch_norm,
+    if init not in ("pretrained", "scratch"):
+        raise ConfigError(f"proposals.multibox.init must be pretrained or scratch, got {init!r}")
+    if init == "pretrained" and init_weights is None:
+        raise ConfigError("proposals.multibox.init=pretrained needs the pretrained network "
+                          "(classifier.init=pretrained or weights); set proposals.multibox.init=scratch otherwise")
+    start = file_digest(init_weights) if init == "pretrained" else None
+    training = dict(init=start, num_shapes=num_shapes, feature_layer=feature_layer, width=width, input_size=input_size, batch_norm=batch_norm,
                     iterations=iterations, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,
                     pos_weight=pos_weight, seed=seed,
@@ -86,6 +99,8 @@ def build_multibox_proposer(
     if priors is not None and load_cached_weights(model, done):
         log.info("multibox: cached network %s", stage_dir)
     else:
+        if start is not None:
+            load_trunk_weights(model.backbone, init_weights, until=feature_layer)
         boxes = [normalise_boxes(r.boxes, r.width, r.height) for r in train.records if r.num_objects]
         priors = grid_priors(kmeans_shapes(np.concatenate(boxes), num_shapes=num_shapes, seed=seed), model.grid)
         images, gt = load_training_images(train.records, input_size=input_size)

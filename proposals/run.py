@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from detect import atomic
 from detect.cli import run_cli, run_user_errors
 from detect.data.record import DetectionDataset
+from detect.pretrain_stage import multibox_init_weights
 from detect.proposal_stage import build_sources, proposal_report, split_proposals
 from eval.plots import plot_recall_curves
 from eval.proposal_metrics import proposal_metrics
@@ -54,7 +55,8 @@ def measure_proposals(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     needs_train = "multibox" in cfg.proposals.sources and cfg.proposals.multibox.top_k > 0
     train = source.load(source.train_split) if needs_train else split
-    sources = build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=int(cfg.seed))
+    sources = build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=int(cfg.seed),
+                            init_weights=multibox_init_weights(cfg, device=str(cfg.device)))
     timing["build_sources"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     props = split_proposals(split, sources, cache_dir=str(cfg.cache_dir), workers=cfg.proposals.workers,

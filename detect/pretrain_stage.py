@@ -1,0 +1,57 @@
+"""The pipeline's ``pretrain`` stage: which weights the members (and MultiBox) start from (``classifier.init``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from classifier.pretrain import PretrainResult, run_pretrain
+from detect.errors import ConfigError
+
+INITS = ("pretrained", "scratch", "weights")
+
+
+@dataclass(frozen=True)
+class Initialisation:
+    """``classifier`` config whose ``model.weights`` is the starting point, and the pretraining result
+    behind it (None for ``scratch`` and ``weights``)."""
+
+    classifier: DictConfig
+    weights: Path | None
+    pretrain: PretrainResult | None
+
+
+def check_init(classifier: DictConfig) -> None:
+    """One-line `ConfigError` for an unknown ``classifier.init`` or one that contradicts ``model.weights``."""
+    init = classifier.get("init")
+    if init not in INITS:
+        raise ConfigError(f"classifier.init must be one of {INITS}, got {init!r}")
+    weights = classifier.model.get("weights")
+    if init == "weights" and not weights:
+        raise ConfigError("classifier.init=weights needs classifier.model.weights=<state-dict file>")
+    if init != "weights" and weights:
+        raise ConfigError(f"classifier.model.weights is set ({weights}) but classifier.init={init}: "
+                          "set classifier.init=weights to start from that file")
+
+
+def initialise(cfg: DictConfig, *, device: str) -> Initialisation:
+    """Resolve ``classifier.init``: pretrain (or take the shipped/cached weights), a user's file, or nothing."""
+    check_init(cfg.classifier)
+    if cfg.classifier.init == "scratch":
+        return Initialisation(cfg.classifier, None, None)
+    if cfg.classifier.init == "weights":
+        return Initialisation(cfg.classifier, Path(str(cfg.classifier.model.weights)), None)
+    result = run_pretrain(cfg, device=device)
+    classifier = OmegaConf.merge(cfg.classifier, {"model": {"weights": str(result.weights)}})
+    return Initialisation(classifier, result.weights, result)
+
+
+def multibox_init_weights(cfg: DictConfig, *, device: str) -> Path | None:
+    """The network MultiBox starts from, for entry points that run the proposals without the members
+    (None when MultiBox is off or starts from scratch)."""
+    mb = cfg.proposals.multibox
+    if "multibox" not in cfg.proposals.sources or mb.top_k == 0 or mb.get("init") != "pretrained":
+        return None
+    return initialise(cfg, device=device).weights
