@@ -102,7 +102,7 @@ def own_run_dir() -> Iterator[None]:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         f.seek(0)
-        owner = f.read().strip()
+        owner = " ".join(f.read().split()[-2:])  # "pid N", written by the holder (one line, whatever else is there)
         f.close()
         if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise

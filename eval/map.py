@@ -106,7 +106,9 @@ def format_ap_table(metrics: dict[str, Any]) -> str:
     for name, ap in metrics["per_class_ap"].items():
         lines.append(f"{name:<{width}}  {'n/a (no ground truth)' if ap is None else f'{ap:.4f}'}")
     if "coco" in metrics:
-        lines.append("COCO: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["coco"].items()))
+        limit = metrics.get("coco_max_dets")
+        scope = "every detection" if limit is None else f"top {limit} detections per image"
+        lines.append(f"COCO ({scope}): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["coco"].items()))
     lines.append(f"detections: {metrics['n_detections']}  ground truth: {metrics['n_ground_truth']}")
     return "\n".join(lines)
 

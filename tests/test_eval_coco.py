@@ -85,3 +85,51 @@ def test_coco_summary_stats():
     stats = coco_evaluate(ds, gt.image_index, gt.class_id, np.linspace(1, 0.5, len(gt.class_id)), gt.boxes)
     assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
     assert coco_evaluate(ds, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 4)))["AP"] == 0.0
+
+
+def _pycocotools_summary(ds, image, cls, score, boxes) -> np.ndarray:
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = coco_ground_truth(ds)
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(coco_results(image, cls, score, boxes)), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats[:6]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_summary_at_100_is_pycocotools_own(seed):
+    rng = np.random.default_rng(seed)
+    ds = _dataset(rng, num_images=10, num_classes=3)
+    image, cls, score, boxes = _detections(rng, ds)
+    ours = coco_evaluate(ds, image, cls, score, boxes, max_dets=100)
+    np.testing.assert_allclose(list(ours.values()), _pycocotools_summary(ds, image, cls, score, boxes), atol=1e-12)
+    # No limit (the default) reaches every detection: here no image has 100, so the same numbers.
+    assert coco_evaluate(ds, image, cls, score, boxes) == ours
+
+
+def _crowd(n: int) -> DetectionDataset:
+    """One 2000x2000 image with ``n`` disjoint 40x40 boxes of one class (as ILSVRC images with 279 objects)."""
+    xy = np.array([(i % 40, i // 40) for i in range(n)], np.float32) * 50
+    boxes = np.c_[xy, xy + 39]
+    rec = ImageRecord("im1", 1, Path("x"), 2000, 2000, boxes, np.ones(n, np.int64), np.zeros(n, bool))
+    return DetectionDataset("t", "val", Path("."), ClassList(("n1",), ("thing",)), (rec,))
+
+
+def test_perfect_submission_on_a_crowded_image_scores_1_without_a_limit_and_warns_with_one(caplog):
+    from eval.coco_eval import warn_images_over_max_dets
+
+    ds = _crowd(279)
+    gt = GroundTruth.from_dataset(ds)
+    score = np.linspace(1, 0.5, len(gt.class_id))
+    assert coco_evaluate(ds, gt.image_index, gt.class_id, score, gt.boxes)["AP"] == pytest.approx(1.0)
+    capped = coco_evaluate(ds, gt.image_index, gt.class_id, score, gt.boxes, max_dets=100)
+    assert 0 < capped["AP"] < 0.5  # recall capped at 100/279: the limit, not the detections, sets the number
+    for limit in (1, 10, 50, 300):  # pycocotools' own summarize reads -1 at every limit but 100
+        stats = coco_evaluate(ds, gt.image_index, gt.class_id, score, gt.boxes, max_dets=limit)
+        assert stats["AP"] != -1 and stats["AP50"] != -1
+    with caplog.at_level("WARNING"):
+        assert warn_images_over_max_dets(ds, 100) == 1 and warn_images_over_max_dets(ds, None) == 0
+    assert "1 images have more ground-truth objects than eval.coco_max_dets=100 (most: 279 in image 1)" in caplog.text
