@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import voc_xml
+from conftest import ilsvrc_source, voc_xml
 from detect import atomic
 from detect.cli import check_cache_dir, run_id, run_user_errors
 from detect.data.coco import CocoSource
@@ -42,13 +41,10 @@ from detect.data.image_io import load_rgb
 from detect.data.record import ClassList, DetectionDataset, ImageRecord, empty_annotations
 from detect.data.synth import SyntheticSource, generate
 from detect.data.voc import VocSource
-from eval.coco_eval import coco_evaluate
 from eval.map import evaluate_submission
 from test_bad_input_matrix import (CONVERTED, REPO, Action, CliFailure, Ctx, _ilsvrc, _raw_xml, _run_cli, _text,
                                    ann_case, error, warn)
 from test_bad_input_matrix import test_bad_input as check_row
-
-from conftest import ilsvrc_source  # noqa: E402  (after the harness, which imports it too)
 
 # --------------------------------------------------------------------------- harness additions
 
@@ -637,4 +633,3 @@ def test_sweep_and_run_folders_resolve_once_per_process() -> None:
                 for name in ("config", "eval_map", "proposals_run")]
     for hydra_cfg in dirs:
         assert str(hydra_cfg.run.dir).endswith(f"-{run_id()}") and str(hydra_cfg.sweep.dir).endswith(f"-{run_id()}")
-    time.sleep(0)  # (the value is per process: the subprocess tests above see other ones)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from detect.data.classes import class_list_from_names
 from detect.data.record import DetectionDataset
