@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from classifier import distributed
-from detect.cli import run_user_errors
+from detect.cli import HYDRA_USER_ERRORS, check_config, one_line, run_user_errors
 from detect.ensemble import EnsembleSettings, member_seed
 from detect.errors import ConfigError
 from detect.members import train_member
@@ -40,9 +40,15 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    """The pipeline's config (``conf/config.yaml``) with Hydra command-line ``overrides``."""
+    """The pipeline's config (``conf/config.yaml``) with Hydra command-line ``overrides``.
+
+    An unknown option, a malformed override or a mandatory value left unset is a one-line `ConfigError`.
+    """
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        try:
+            return compose(config_name="config", overrides=list(overrides))
+        except HYDRA_USER_ERRORS as exc:
+            raise ConfigError(one_line(exc)) from None
 
 
 def train_members_ddp(cfg: DictConfig, world: distributed.World) -> dict[int, Path]:
@@ -85,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="longest wait in a collective, e.g. for rank 0 to extract missing proposals")
     args = parser.parse_args(argv)
     cfg = compose_config(args.overrides)
+    check_config(cfg, "config")  # the typed schema, before any work (detect.schema)
     world = distributed.init_from_env(str(cfg.device), timeout_min=args.timeout_min)
     # Rank 0 speaks for the job; the others only report problems.
     logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING,

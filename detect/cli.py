@@ -157,13 +157,31 @@ def check_cache_dir(cfg: Any) -> None:
         raise UserError(f"{existing}: cannot create cache_dir {path} there (permission denied)")
 
 
+def check_config(cfg: Any, entry: str | None = None) -> None:
+    """`detect.schema.validate_config` for a Hydra job's config (the entry point is Hydra's
+    ``config_name``, or ``entry``); a config no entry of the schema describes is left alone."""
+    if not isinstance(cfg, DictConfig):
+        return
+    if entry is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return
+        entry = HydraConfig.get().job.config_name
+    from detect.schema import ENTRIES, validate_config
+
+    if entry in ENTRIES:
+        validate_config(cfg, entry)
+
+
 def run_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
     """Wrap an entry point: `UserError` -> ``error: <message>`` and exit 2, no traceback.
 
     So is an `OSError` naming a path (a folder where a file is expected, a file where a folder is,
     a missing or unreadable file, a read-only folder), raised anywhere in the run:
     ``error: <path>: <problem>``.  Inside a Hydra job it first takes the run folder
-    (`own_run_dir`) and checks ``cache_dir`` (`check_cache_dir`).
+    (`own_run_dir`), checks the whole config against its typed schema (`check_config`: types,
+    ranges, unknown keys, before any stage) and checks ``cache_dir`` (`check_cache_dir`).
 
     Set ``HYDRA_FULL_ERROR=1`` (or ``DETECT_TRACEBACK=1``) to see the traceback.
     Any other exception is a bug and keeps its traceback.
@@ -175,6 +193,7 @@ def run_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
             try:
                 with own_run_dir():
                     if args:
+                        check_config(args[0])
                         check_cache_dir(args[0])
                     return fn(*args, **kwargs)
             except InstantiationException as exc:
