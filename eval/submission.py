@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from detect import atomic
+from detect.data.record import outside_image
 from detect.errors import UserError, read_user_file
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,7 @@ def validate_submission(
     counts = {"inverted_boxes": int(inverted.sum()), "out_of_image_boxes": 0}
     if image_sizes is not None and len(b):
         wh = image_sizes[sub.image_index - 1]
-        # Continuous boxes may end on the image's far edge (x2 = width); beyond it is outside.
-        outside = (b[:, :2] < 0).any(1) | (b[:, 2] > wh[:, 0]) | (b[:, 3] > wh[:, 1])
+        outside = outside_image(b, wh[:, 0], wh[:, 1])  # the readers' image extent [0, W] x [0, H]
         counts["out_of_image_boxes"] = int((outside & ~inverted).sum())
     if counts["inverted_boxes"]:
         log.warning("%s: %d inverted boxes (xmax < xmin or ymax < ymin) accepted as the devkit does; "

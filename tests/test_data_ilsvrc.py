@@ -74,13 +74,13 @@ def test_bad_boxes_are_clipped_or_skipped_and_counted(ilsvrc_root: Path, caplog)
     (ilsvrc_root / "Annotations/DET/val/val_1.xml").write_text(
         _xml("val_1", (40, 30), [
             ("n01", (10, 2, 5, 12)),     # inverted: skipped
-            ("n01", (-5, -3, 50, 40)),   # out of bounds: clipped to [0, 39] x [0, 29]
+            ("n01", (-5, -3, 50, 40)),   # out of bounds: clipped to the image extent [0, 40] x [0, 30]
             ("n02", (7, 4, 7, 20)),      # zero width: skipped
         ])
     )
     with caplog.at_level(logging.WARNING):
         ds = _source(ilsvrc_root).load("val")
-    np.testing.assert_array_equal(ds[0].boxes, [[0, 0, 39, 29]])
+    np.testing.assert_array_equal(ds[0].boxes, [[0, 0, 40, 30]])
     assert "1 inverted boxes" in caplog.text
     assert "1 boxes extending outside the image clipped" in caplog.text
     assert "1 zero-area boxes" in caplog.text

@@ -1,7 +1,7 @@
 """COCO json reader into the common record type.
 
 COCO category ids are sparse (1..90 for 80 classes); they are renumbered 1..C in
-ascending id order.  Crowd annotations become ``difficult`` boxes (ignored by the
+ascending id order.  The class list is the file's ``categories`` (there is no ``data.classes``).  Crowd annotations become ``difficult`` boxes (ignored by the
 evaluator, as COCO ignores crowd regions).  Image index = 1-based position in
 ascending image-id order, which is also the order of submission files.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from detect.data.record import ClassList, DetectionDataset, ImageRecord
+from detect.data.record import ClassList, DetectionDataset, ImageRecord, clip_to_image
 from detect.data.report import LoadReport
 from detect.data.split_list import escapes_root
 from detect.errors import DataError, read_user_file, require_folder
@@ -82,7 +82,9 @@ class CocoSource:
             anns = per_image.get(image["id"], [])
             for ann in anns:
                 if ann.get("category_id") not in cat_to_label:
-                    raise DataError(f"{ann_path}: annotation {ann.get('id')} has unknown category_id {ann.get('category_id')}")
+                    raise DataError(f"{ann_path}: annotation {ann.get('id')} has unknown category_id "
+                                    f"{ann.get('category_id')} (the class list of a COCO file is its 'categories': "
+                                    f"add that id there)")
             file_name, width, height = _image_fields(image, ann_path)
             try:
                 xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
@@ -90,8 +92,7 @@ class CocoSource:
                 raise DataError(f"{ann_path}: image id {image['id']}: an annotation has no valid 'bbox' "
                                 f"([x, y, width, height]) ({type(exc).__name__}: {exc})") from None
             boxes = box_convert(xywh, "xywh", "xyxy").numpy()
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+            boxes = clip_to_image(boxes, width, height)
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             if not valid.all():
                 report.add("zero-area boxes skipped", str(ann_path), int((~valid).sum()))

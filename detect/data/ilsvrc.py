@@ -95,6 +95,12 @@ class IlsvrcSource:
     def classes(self) -> ClassList:
         return read_class_list(self._path(self.class_list), self._path(self.meta_det))
 
+    def _unknown_hint(self, synset: str) -> str:
+        listed = self._path(self.class_list)
+        source = listed if listed is not None and listed.exists() else self._path(self.meta_det)
+        return (f"(not in the class list {source}, data.class_list): add a line '{synset} <id> <name>' there, "
+                f"or skip such objects with data.unknown_classes=skip")
+
     def load(self, split: str) -> DetectionDataset:
         root = require_folder(self.root, "dataset root", " (set data.root)")
         classes = self.classes()
@@ -111,6 +117,7 @@ class IlsvrcSource:
             check_image_size=self.check_image_size,
             report=report,
             desc=f"read {split}",
+            unknown_hint=self._unknown_hint,
         )
         report.log(f"{root} [{split}]")
         blacklist: frozenset[tuple[int, int]] = frozenset()

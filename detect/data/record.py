@@ -5,6 +5,13 @@ file as decoded (after EXIF orientation), exactly as stored in the annotation
 (ILSVRC/VOC pixel indices are kept as they are; the ILSVRC evaluator applies
 its own `+1` arithmetic).  Labels are int64 `(N,)` class ids in `1..C`
 (0 is reserved for background in the classifier).
+
+The image extent (`inside_image`, `clip_to_image`), one convention for every reader and for
+the submission checker: a ``W x H`` image spans ``[0, W] x [0, H]``.  That holds boxes written
+in 0-based pixel indices (ILSVRC: ``0 .. W-1``), in VOC's 1-based pixels (``1 .. W``: ``xmax ==
+W`` is the last column) and continuous boxes (COCO, proposals: ``x2 = W`` is the far edge),
+without renumbering any of them; only a coordinate outside it is clipped (readers) or counted
+(submissions).
 """
 
 from __future__ import annotations
@@ -85,6 +92,23 @@ class ImageRecord:
     @property
     def num_objects(self) -> int:
         return len(self.labels)
+
+
+def outside_image(boxes: np.ndarray, width, height) -> np.ndarray:
+    """bool ``(N,)``: the xyxy box has a coordinate outside ``[0, width] x [0, height]`` (module docstring).
+
+    ``width``/``height`` are numbers or ``(N,)`` arrays (one image size per box).
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (b[:, :2] < 0).any(1) | (b[:, 2] > width) | (b[:, 3] > height)
+
+
+def clip_to_image(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """xyxy ``boxes`` clipped to ``[0, width] x [0, height]`` (a copy, same dtype)."""
+    clipped = np.array(boxes, copy=True).reshape(-1, 4)
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+    return clipped
 
 
 def empty_annotations() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,11 +12,20 @@ from detect.data.voc_xml import read_xml_records
 from detect.errors import require_folder
 
 
+def unknown_class_hint(names, unknown: str, *, shown: int = 30) -> str:
+    """The end of the unknown-class error: the class list is ``data.classes``, and how to extend it."""
+    listed = list(names)[:shown] + (["..."] if len(names) > shown else [])
+    return (f"(not in data.classes, {len(names)} names): add it to the class list, "
+            f"data.classes=[{','.join(listed + [unknown])}], or skip such objects with data.unknown_classes=skip")
+
+
 @dataclass(frozen=True)
 class VocSource:
     """A VOC year folder (``VOCdevkit/VOC2007``): JPEGImages/, Annotations/, ImageSets/Main/.
 
-    ``classes`` is the ordered class list (ids 1..C); VOC XML names are the class names.
+    ``classes`` is the ordered class list (ids 1..C; ``data.classes=[...]``, default VOC's 20); the
+    XML ``<name>`` of every object must be one of them (else a one-line error that says how to add it,
+    or ``unknown_classes=skip``).
     Difficult objects keep ``difficult=True`` (the evaluator ignores them, as VOC does).
     """
 
@@ -44,6 +53,7 @@ class VocSource:
             check_image_size=self.check_image_size,
             report=report,
             desc=f"read {split}",
+            unknown_hint=lambda name: unknown_class_hint(classes.names, name),
         )
         report.log(f"{root} [{split}]")
         return DetectionDataset(name="voc", split=split, root=root, classes=classes, records=tuple(records))

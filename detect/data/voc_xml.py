@@ -5,12 +5,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from detect.data.image_io import image_size
-from detect.data.record import ClassList, ImageRecord, empty_annotations
+from detect.data.record import ClassList, ImageRecord, clip_to_image, empty_annotations, outside_image
 from detect.data.report import LoadReport
 from detect.errors import ConfigError, DataError, read_user_file
 
@@ -91,14 +92,17 @@ def annotation_to_arrays(
     height: int,
     unknown_classes: str,
     report: LoadReport,
+    unknown_hint: Callable[[str], str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map synsets to ids and make boxes valid for a ``width x height`` image.
 
     Boxes are rescaled when the XML's ``<size>`` differs from the real image
-    (ILSVRC has such files), clipped to the pixel grid ``[0, width-1] x [0, height-1]``
-    (inclusive pixel indices, the ILSVRC/VOC convention), and dropped when empty
+    (ILSVRC has such files), clipped to the image extent ``[0, width] x [0, height]``
+    (`detect.data.record.clip_to_image`: ILSVRC's 0-based and VOC's 1-based pixels both lie
+    inside it, so VOC's ``xmax == width`` is kept as written), and dropped when empty
     after clipping (``x2 <= x1`` or ``y2 <= y1``, which includes inverted boxes).
-    Every fix is counted in ``report``.
+    Every fix is counted in ``report``.  ``unknown_hint(name)``: what the error for a class
+    name the list lacks tells the user to do (the reader knows where its class list comes from).
 
     Returns ``(boxes float32 (N,4) xyxy, labels int64 (N,), difficult bool (N,))``.
     """
@@ -118,19 +122,18 @@ def annotation_to_arrays(
             labels[i] = classes.id_of(synset)
         except KeyError:
             if unknown_classes == "error":
-                raise DataError(f"{path}: unknown class {synset!r} (not in the class list)") from None
+                hint = unknown_hint(synset) if unknown_hint is not None else (
+                    "(not in the class list); data.unknown_classes=skip skips such objects (counted)")
+                raise DataError(f"{path}: unknown class {synset!r} {hint}") from None
             report.add("objects of unknown classes skipped", where)
             keep[i] = False
     inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if inverted.any():
         report.add("inverted boxes (xmax < xmin or ymax < ymin) skipped", where, int(inverted.sum()))
-    outside = (boxes[:, :2] < 0).any(1) | (boxes[:, 2] > width - 1) | (boxes[:, 3] > height - 1)
-    outside &= ~inverted
+    outside = outside_image(boxes, width, height) & ~inverted
     if outside.any():
         report.add("boxes extending outside the image clipped", where, int(outside.sum()))
-    clipped = boxes.copy()
-    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width - 1)
-    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height - 1)
+    clipped = clip_to_image(boxes, width, height)
     empty = ~inverted & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
     if empty.any():
         report.add("zero-area boxes (after clipping) skipped", where, int(empty.sum()))
@@ -150,6 +153,7 @@ def read_xml_records(
     check_image_size: bool,
     report: LoadReport,
     desc: str,
+    unknown_hint: Callable[[str], str] | None = None,
 ) -> list[ImageRecord]:
     """One `ImageRecord` per split entry, from ``images_dir/<name><ext>`` and ``annotations_dir/<name>.xml``.
 
@@ -177,7 +181,7 @@ def read_xml_records(
         else:
             boxes, labels, difficult = annotation_to_arrays(
                 ann, path=xml_path, classes=classes, width=width, height=height,
-                unknown_classes=unknown_classes, report=report,
+                unknown_classes=unknown_classes, report=report, unknown_hint=unknown_hint,
             )
         records.append(ImageRecord(entry.name, entry.index, image_path, width, height, boxes, labels, difficult))
     return records
