@@ -29,6 +29,7 @@ from classifier.checkpoint import load_training_state, model_fingerprint, save_t
 from classifier.score import resolve_device
 from classifier.windows import WindowDataset
 from detect.errors import ConfigError
+from detect.work_estimate import LongRunCheck
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,10 @@ def sgd_loop(
     seen, t0 = 0, time.perf_counter()
     bar = tqdm(range(start, iterations), desc=f"{name}: train", unit="it", initial=start, total=iterations,
                disable=not world.is_main)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    # Says how long the rest takes on this device after a few iterations (asks first when long).
+    eta = LongRunCheck(name, start=start, iterations=iterations, device=str(params[0].device) if params else "",
+                       can_ask=not world.distributed)
     with deterministic_algorithms(deterministic):
         for it in bar:
             terms, count = step(it)
@@ -285,6 +290,8 @@ def sgd_loop(
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", **{f"{unit}_s": f"{rate:.0f}"}, refresh=False)
             done = it + 1
+            if world.is_main:
+                eta.after_iteration(done)
             if done % log_every == 0 and world.is_main:
                 recent = history["loss"][-log_every:]
                 log.info("%s: iteration %d/%d loss %.4f lr %.3g %.0f %s/s",

@@ -27,6 +27,7 @@ from classifier import distributed
 from detect.data.image_io import load_rgb
 from detect.data.record import ImageRecord
 from detect.checkpoint import iteration_seed, load_checkpoint, save_checkpoint
+from detect.work_estimate import LongRunCheck
 from proposals.multibox import MultiBoxNet, images_to_tensor, multibox_loss, normalise_boxes
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ def train_multibox(
     bar = tqdm(range(start, iterations), desc="multibox: train", unit="it", initial=start, total=iterations,
                disable=not world.is_main)
     t0 = time.perf_counter()
+    # Says how long the rest takes on this device after a few iterations (asks first when long).
+    eta = LongRunCheck("multibox", start=start, iterations=iterations, device="cpu", can_ask=not world.distributed)
     for it in bar:
         gen = torch.Generator().manual_seed(iteration_seed(seed, it))
         torch.manual_seed(distributed.rank_seed(iteration_seed(seed, it), world.rank))  # dropout
@@ -122,6 +125,8 @@ def train_multibox(
         done = it + 1 - start
         bar.set_postfix(loss=f"{losses[-1]:.3f}", loc=f"{parts['loc']:.3f}", conf=f"{parts['conf']:.3f}",
                         img_s=f"{done * batch_size / (time.perf_counter() - t0):.0f}")
+        if world.is_main:
+            eta.after_iteration(it + 1)
         if ((it + 1) % checkpoint_every == 0 or it + 1 == iterations) and world.is_main:
             save_checkpoint(checkpoint_path, fingerprint=fingerprint, iteration=it + 1, losses=losses,
                             model=model.state_dict(), optimizer=optimizer.state_dict(),
