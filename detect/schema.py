@@ -344,6 +344,7 @@ CLASSIFIER = group(
         aux_weight=number(0), checkpoint_every=integer(1), log_every=integer(1), deterministic=boolean(),
         channels_last=boolean(), amp=boolean(),
     ),
+    shared=group(iterations=integer(0), lr=positive()),  # detect.members: fine-tuning shared by every member
     score=group(batch_size=integer(1), amp=boolean(), channels_last=boolean()),
     svm=group(
         enabled=boolean(),
