@@ -7,9 +7,15 @@ style as `test_bad_input_matrix` (``<area>:<case>-><behaviour>``, `Expect`, `Act
 * ``coco:``/``xml:``/``classes:``/``sub:`` inconsistent input: an error or a counted warning, never a
   silently different number;
 * ``coco-eval:`` the COCO second opinion at the configured per-image limit;
-* ``synth:`` a generated dataset outside the cache is never rewritten without being asked.
+* ``synth:`` a generated dataset outside the cache is never rewritten without being asked;
+* ``profile:`` every profile with every reader (a profile's reader-only knobs never reach another reader);
+* ``config:`` the typed schema (`detect.schema`), checked by every entry point before any stage: wrong
+  types, out-of-range values, unknown keys (``+key=...``), removed or unset keys, one line, exit 2;
+* ``real:`` real-data usability: the class-list hint, one box convention for readers and submissions,
+  the per-image cap's coverage warning, the up-front estimate of long trainings.
 
-Rows run in-process where they can; ``cli`` rows are real subprocesses (`Cmd`), two at a time.
+Rows run in-process where they can (``config:`` rows call the real Hydra entry points in-process,
+`hydra_entry`); ``cli`` rows are real subprocesses (`Cmd`), two at a time.
 Permission rows emulate an unprivileged user when the tests run as root (root ignores file modes).
 """
 
@@ -34,6 +40,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import ilsvrc_source, voc_xml
+from real_fixtures import CLASSIFICATION_READERS, DETECTION_READERS
 from detect import atomic
 from detect.cli import check_cache_dir, run_id, run_user_errors
 from detect.data.coco import CocoSource
@@ -42,7 +49,7 @@ from detect.data.record import ClassList, DetectionDataset, ImageRecord, empty_a
 from detect.data.synth import SyntheticSource, generate
 from detect.data.voc import VocSource
 from eval.map import evaluate_submission
-from test_bad_input_matrix import (CONVERTED, REPO, Action, CliFailure, Ctx, _ilsvrc, _raw_xml, _run_cli, _text,
+from test_bad_input_matrix import (CONVERTED, REPO, Action, CliFailure, Ctx, Expect, _ilsvrc, _raw_xml, _run_cli, _text,
                                    ann_case, error, warn)
 from test_bad_input_matrix import test_bad_input as check_row
 
@@ -406,6 +413,221 @@ def _synth_cli_inputs(work: Path) -> None:
     _dets(work)
 
 
+# --------------------------------------------------------------------------- profiles x readers
+
+def _compose(name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def profile_case(profile: str, reader: str, entry: str = "config", check: Callable[[Any], None] | None = None,
+                 ) -> Callable[[Ctx], Action]:
+    """Compose ``entry`` with ``profile=<profile>`` and a hand-made copy of ``reader``'s layout, check it
+    against the schema, instantiate the reader (``data`` or ``pretrain.data``) and load both splits."""
+
+    def case(ctx: Ctx) -> Action:
+        readers = {**DETECTION_READERS, **CLASSIFICATION_READERS}
+        overrides = readers[reader](ctx.tmp / reader) if reader in readers else [f"data={reader}"]
+        group = "pretrain" if reader in CLASSIFICATION_READERS else None
+
+        def run():
+            from hydra.utils import instantiate
+
+            from detect.schema import validate_config
+
+            cfg = _compose(entry, [f"profile={profile}", *overrides, f"cache_dir={ctx.tmp / 'cache'}"])
+            validate_config(cfg, entry)
+            data = cfg.pretrain.data if group else cfg.data
+            if check is not None:
+                check(cfg)
+            source = instantiate(data)
+            if reader == "synthetic":
+                return source
+            train, val = source.load(source.train_split), source.load(source.split)
+            assert len(train) >= 1 and len(val) >= 1
+            return source
+
+        return Action(run)
+
+    return case
+
+
+def _tiny_knobs_stay_with_synthetic(cfg) -> None:
+    assert OmegaConf.to_container(cfg.data.splits) == {"train": 24, "val": 12} and cfg.data.num_classes == 4
+    assert cfg.pretrain.data.num_classes == 6
+
+
+def _no_synthetic_knobs(cfg) -> None:
+    leaked = {"splits", "num_classes", "blacklist_entries", "managed_dir", "regenerate"} & set(cfg.data)
+    assert not leaked, leaked
+
+
+# --------------------------------------------------------------------------- entry points in-process
+
+
+def hydra_entry(module: str, *args: str, prepare: Callable[[Path], Any] | None = None,
+                keep: tuple[str, ...] = ()) -> Callable[[Ctx], Action]:
+    """``python -m <module> <args>`` run in this process (the real ``@hydra.main`` and `run_cli`):
+    its exit 2 and stderr become a `CliFailure`.  ``{work}`` in ``args`` is the row's folder
+    (``prepare(work)`` writes inputs first); the run folder is ``{work}/run`` and the default cache
+    ``{work}/cache``, which must not exist afterwards (the config is checked before any stage).
+    The error must name the key of the last argument."""
+
+    def case(ctx: Ctx) -> Action:
+        import importlib
+
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.hydra_config import HydraConfig
+
+        monkeypatch = ctx.request.getfixturevalue("monkeypatch")
+        work = ctx.tmp
+        if prepare is not None:
+            prepare(work)
+        argv = [a.format(work=work) for a in args]
+        key = argv[-1].lstrip("+~").split("=")[0]
+
+        def run():
+            monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+            monkeypatch.delenv("DETECT_TRACEBACK", raising=False)
+            monkeypatch.setenv("DETECT_CACHE_DIR", str(work / "cache"))
+            err = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(err):
+                    if module == "classifier.train_ddp":
+                        importlib.import_module(module).main(argv)
+                        return None
+                    monkeypatch.setattr(sys, "argv", [module, f"--config-path={REPO / 'conf'}", *argv,
+                                                      f"hydra.run.dir={work}/run", "hydra/job_logging=none",
+                                                      "hydra/hydra_logging=none"])
+                    from detect.cli import run_cli
+
+                    mod = importlib.import_module(module)
+                    run_cli(mod.main)
+            except SystemExit as exc:
+                raise CliFailure(int(exc.code or 0), err.getvalue()) from None
+            finally:
+                GlobalHydra.instance().clear()
+                HydraConfig.instance().cfg = None  # later in-process rows must not see this job's run folder
+            return None
+
+        def after(_) -> None:
+            assert not (work / "cache").exists(), "a stage ran before the config was checked"
+
+        return Action(run, names=key, after=after, keep=("run/.hydra/*", *keep))
+
+    return case
+
+
+def _config_error(key: str, allowed: str, value: str) -> Expect:
+    return error("^" + re.escape(f"{key} must be {allowed}, got {value}") + "$")
+
+
+# --------------------------------------------------------------------------- real-data usability
+
+def _voc_with(tmp: Path, objects, size=(50, 40)) -> Path:
+    root = tmp / "VOC"
+    for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    Image.new("RGB", size).save(root / "JPEGImages/000001.jpg")
+    (root / "Annotations/000001.xml").write_text(voc_xml("000001.jpg", size, objects))
+    (root / "ImageSets/Main/test.txt").write_text("000001\n")
+    return root
+
+
+def voc_case(objects, classes=("cat", "dog", "person"), boxes=None) -> Callable[[Ctx], Action]:
+    """Load a one-image VOC copy; ``boxes``: the boxes the record must hold (as written, or clipped)."""
+
+    def setup(tmp: Path):
+        return VocSource(root=str(_voc_with(tmp, objects)), split="test", train_split="trainval",
+                         classes=list(classes), image_ext=".jpg", unknown_classes="error", check_image_size=False)
+
+    def after(tmp: Path, dataset) -> None:
+        if boxes is not None:
+            np.testing.assert_array_equal(dataset[0].boxes, np.asarray(boxes, np.float32))
+
+    return call_case(setup, lambda s: s.load("test"), lambda tmp: f"{tmp}/VOC/Annotations/000001.xml", after)
+
+
+def _quiet(fn: Callable[[], Any]) -> Any:
+    """``fn()``, failing when it logs a warning (a row that must be accepted without one)."""
+    import logging
+
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger().addHandler(handler)
+    try:
+        value = fn()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert not seen, seen
+    return value
+
+
+def _edge_dets(x2: float) -> Callable[[Path], Path]:
+    """A box over a 200x200 image's whole extent ``[0, 200] x [0, 200]`` (x2 = width: inside), or beyond it."""
+    return lambda tmp: _dets(tmp, f"1 1 0.9 0 0 {x2:g} 200\n")
+
+
+def _score(dets: Path) -> Any:
+    return evaluate_submission(_crowded(1), dets, out_dir=None, coco=False, coco_max_dets=None, plots=False)
+
+
+def coverage_case(cap: int, merged_hits: int) -> Callable[[Ctx], Action]:
+    """`proposal_report` of 10 one-object images: SS (uncapped) covers every object, the capped merged
+    set covers ``merged_hits`` of them."""
+
+    def run():
+        from detect.proposal_stage import SplitProposals, proposal_report
+
+        records = tuple(ImageRecord(f"im{i}", i + 1, Path(f"im{i}.jpg"), 100, 100,
+                                    np.array([[10, 10, 50, 50]], np.float32), np.ones(1, np.int64),
+                                    np.zeros(1, bool)) for i in range(10))
+        dataset = DetectionDataset("t", "val", Path("."), ClassList(("n1",), ("thing",)), records)
+        hit, miss = np.array([[10, 10, 50, 50]], np.float32), np.array([[60, 60, 99, 99]], np.float32)
+        ss = [np.concatenate([miss, hit]) for _ in records]
+        merged = [hit if i < merged_hits else miss for i in range(10)]
+        props = SplitProposals(boxes=merged, key="k", per_source={"ss": ss, "merged": merged}, max_per_image=cap)
+        return proposal_report(dataset, props)
+
+    return lambda ctx: Action(run)
+
+
+def eta_case(seconds_per_iteration: float, iterations: int, answer: str | None = None,
+             interactive: bool = False) -> Callable[[Ctx], Action]:
+    """`LongRunCheck` on a fake clock: ``iterations`` of ``seconds_per_iteration`` each; ``answer``:
+    what the user types when asked (None: nobody is asked)."""
+
+    def run():
+        from detect import work_estimate
+
+        work_estimate._CONFIRMED.discard("multibox")
+        clock = iter([0.0, 3 * seconds_per_iteration])  # read after iteration 1 and after iteration 4
+        asked: list[str] = []
+
+        def ask(prompt: str) -> str:
+            asked.append(prompt)
+            return answer
+
+        check = work_estimate.LongRunCheck("multibox", start=0, iterations=iterations, device="cpu",
+                                           can_ask=interactive, ask=ask if interactive else None,
+                                           clock=lambda: float(next(clock)))
+        for done in range(1, 6):
+            check.after_iteration(done)
+        return check.estimate_s, asked
+
+    def after(value) -> None:
+        if value is None:
+            return
+        estimate, asked = value
+        assert estimate == pytest.approx(seconds_per_iteration * (iterations - 4))
+        assert bool(asked) == (interactive and estimate > 1800), asked
+
+    return lambda ctx: Action(run, names="multibox", after=after)
+
+
 # --------------------------------------------------------------------------- the matrix
 
 BOUNDARY = [
@@ -536,6 +758,127 @@ BOUNDARY = [
     pytest.param(call_case(lambda tmp: tmp, lambda tmp: SyntheticSource(
         root=str(tmp / "s"), split="val", train_split="train", **_knobs(), regenerate="maybe"), lambda tmp: "data.regenerate"),
                  error(r"^data\.regenerate must be true or false, got 'maybe'$"), id="synth:data.regenerate=maybe->error"),
+    # ---- every profile with every reader: compose + schema + instantiate + load (hand-made copies)
+    pytest.param(profile_case("tiny", "voc", check=_no_synthetic_knobs), CONVERTED, id="profile:tiny+voc->loads"),
+    pytest.param(profile_case("tiny", "coco", check=_no_synthetic_knobs), CONVERTED, id="profile:tiny+coco->loads"),
+    pytest.param(profile_case("tiny", "ilsvrc", "proposals_run", check=_no_synthetic_knobs), CONVERTED,
+                 id="profile:tiny+ilsvrc(proposals.run)->loads"),
+    pytest.param(profile_case("tiny", "ilsvrc2014", check=_no_synthetic_knobs), CONVERTED,
+                 id="profile:tiny+ilsvrc2014->loads"),
+    pytest.param(profile_case("paper", "coco", "proposals_run"), CONVERTED, id="profile:paper+coco(proposals.run)->loads"),
+    pytest.param(profile_case("cpu_real", "voc"), CONVERTED, id="profile:cpu_real+voc->loads"),
+    pytest.param(profile_case("tiny", "cls_loc", "pretrain"), CONVERTED,
+                 id="profile:tiny+pretrain/data=cls_loc(classifier.pretrain)->loads"),
+    pytest.param(profile_case("tiny", "image_folder"), CONVERTED, id="profile:tiny+pretrain/data=image_folder->loads"),
+    pytest.param(profile_case("tiny", "synthetic", check=_tiny_knobs_stay_with_synthetic), CONVERTED,
+                 id="profile:tiny+synthetic->tiny-knobs-kept"),
+    pytest.param(hydra_entry("proposals.run", "profile=tiny", "proposals=ss", "data=voc", "data.root={work}/voc",
+                             "cache_dir={work}/run_cache", prepare=lambda work: DETECTION_READERS["voc"](work / "voc"),
+                             keep=("run/*", "run_cache/*")), CONVERTED,
+                 id="profile:proposals.run-profile=tiny-data=voc(the issue's example)->runs"),
+    # ---- the typed schema, in every entry point, before any stage (real entry points, in-process)
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "proposals.ss.scale=two"),
+                 _config_error("proposals.ss.scale", "a number > 0", "'two'"), id="config:proposals.ss.scale=two->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "seed=abc"),
+                 _config_error("seed", "an integer >= 0", "'abc'"), id="config:seed=abc->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "classifier.train.lr=abc"),
+                 _config_error("classifier.train.lr", "a number > 0", "'abc'"), id="config:classifier.train.lr=abc->error"),
+    pytest.param(hydra_entry("classifier.train_ddp", "profile=tiny", "classifier.train.lr=-0.1"),
+                 _config_error("classifier.train.lr", "a number > 0", "-0.1"),
+                 id="config:classifier.train.lr=-0.1(train_ddp)->error"),
+    pytest.param(hydra_entry("proposals.run", "profile=tiny", "proposals.workers=abc"),
+                 _config_error("proposals.workers", "an integer >= 1", "'abc'"), id="config:proposals.workers=abc->error"),
+    pytest.param(hydra_entry("proposals.run", "profile=tiny", "proposals.merge.iou=-1"),
+                 _config_error("proposals.merge.iou", "a number in [0, 1]", "-1"),
+                 id="config:proposals.merge.iou=-1->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "proposals.merge.max_per_image=0"),
+                 _config_error("proposals.merge.max_per_image", "an integer >= 1 or null", "0"),
+                 id="config:proposals.merge.max_per_image=0->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "proposals.merge.order=random"),
+                 _config_error("proposals.merge.order", "'priority' or 'interleave'", "'random'"),
+                 id="config:proposals.merge.order=random->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "proposals.multibox.init=imagenet"),
+                 _config_error("proposals.multibox.init", "'pretrained' or 'scratch'", "'imagenet'"),
+                 id="config:proposals.multibox.init=imagenet->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "classifier.init=imagenet"),
+                 _config_error("classifier.init", "one of 'pretrained', 'scratch', 'weights'", "'imagenet'"),
+                 id="config:classifier.init=imagenet->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "+classifier.train.lrr=0.1"),
+                 error(r"^unknown config key 'classifier\.train\.lrr': no code reads it "
+                       r"\(did you mean 'classifier\.train\.lr'\?\)$"), id="config:+classifier.train.lrr(typo)->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "+speed=fast"),
+                 error(r"^unknown config key 'speed': no code reads it \(did you mean 'seed'\?\)$"),
+                 id="config:+speed(did-you-mean-seed)->error"),
+    pytest.param(hydra_entry("proposals.run", "profile=tiny", "+verbose=true"),
+                 error(r"^unknown config key 'verbose': no code reads it \(top-level keys: data, proposals, "),
+                 id="config:+verbose(no-code-reads-it)->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "data=voc", "data.root={work}", "+data.regenerate=true"),
+                 error(r"^unknown config key 'data\.regenerate': no code reads it"),
+                 id="config:data=voc+data.regenerate(synthetic-only)->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "~classifier.train.lr"),
+                 error(r"^classifier\.train\.lr is missing: the code needs it \(was it removed with ~\?\)$"),
+                 id="config:~classifier.train.lr(removed)->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "data=coco"),
+                 error(r"^data\.root is not set \(\?\?\? in the config\): give it on the command line, "
+                       r"data\.root=\.\.\.$"),
+                 id="config:data=coco-without-data.root->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "device=gpu"),
+                 _config_error("device", "auto, cpu, cuda, cuda:N or mps", "'gpu'"), id="config:device=gpu->error"),
+    pytest.param(hydra_entry("detect.run", "profile=tiny", "classifier.init=scratch"),
+                 error(r"^proposals\.multibox\.init=pretrained needs the pretrained network .*but "
+                       r"classifier\.init=scratch; set proposals\.multibox\.init=scratch too$"),
+                 id="config:classifier.init=scratch(MultiBox-pretrained)->error"),
+    pytest.param(hydra_entry("eval.map", "detections={work}/dets.txt", "eval.coco_max_dets=0"),
+                 _config_error("eval.coco_max_dets", "an integer >= 1 or null", "0"),
+                 id="config:eval.coco_max_dets=0(eval.map)->error"),
+    pytest.param(hydra_entry("classifier.pretrain", "profile=tiny", "pretrain.train.epochs=0"),
+                 _config_error("pretrain.train.epochs", "a number > 0", "0"),
+                 id="config:pretrain.train.epochs=0(classifier.pretrain)->error"),
+    pytest.param(hydra_entry("classifier.pretrain", "profile=tiny", "pretrain/data=cls_loc", "pretrain.data.root={work}",
+                             "+pretrain.data.num_classes=6"),
+                 error(r"^unknown config key 'pretrain\.data\.num_classes': no code reads it"),
+                 id="config:pretrain/data=cls_loc+num_classes(synthetic-only)->error"),
+    pytest.param(hydra_entry("detect.export", "from_run={work}", "out={work}/out", "onnx=maybe"),
+                 _config_error("onnx", "true or false", "'maybe'"), id="config:onnx=maybe(detect.export)->error"),
+    pytest.param(hydra_entry("detect.data.synth", "root={work}/synth", "splits.val=zero"),
+                 _config_error("splits.val", "an integer >= 1", "'zero'"), id="config:splits.val=zero(generator)->error"),
+    # ---- real-data usability
+    pytest.param(voc_case([("cat", (1, 1, 20, 30)), ("Tree", (2, 2, 9, 9))]),
+                 error(r": unknown class 'Tree' \(not in data\.classes, 3 names\): add it to the class list, "
+                       r"data\.classes=\[cat,dog,person,Tree\], or skip such objects with data\.unknown_classes=skip$"),
+                 id="real:voc-unknown-class->error(says-data.classes=[...])"),
+    pytest.param(call_case(lambda tmp: _coco_root(tmp, annotations=lambda a: [dict(a[0], category_id=5)]), _coco,
+                           lambda tmp: f"{tmp}/COCO/annotations/instances_val.json"),
+                 error(r": annotation 1 has unknown category_id 5 \(the class list of a COCO file is its 'categories'"),
+                 id="real:coco-unknown-category->error(says-categories)"),
+    pytest.param(call_case(lambda tmp: VocSource(root=str(_voc_with(tmp, [("cat", (1, 1, 50, 40))])), split="test",
+                                                 train_split="trainval", classes=["cat"], image_ext=".jpg",
+                                                 unknown_classes="error", check_image_size=False),
+                           lambda src: _quiet(lambda: src.load("test")), lambda tmp: "",
+                           lambda tmp, ds: np.testing.assert_array_equal(ds[0].boxes, [[1, 1, 50, 40]])),
+                 CONVERTED, id="real:voc-xmax==width(1-based)->kept-without-warning"),
+    pytest.param(voc_case([("cat", (0, 1, 55, 40))], boxes=[[0, 1, 50, 40]]),
+                 warn(r"1 boxes extending outside the image clipped"), id="real:voc-xmax>width->clipped+warning"),
+    pytest.param(call_case(_edge_dets(200), lambda dets: _quiet(lambda: _score(dets)), lambda tmp: "",
+                           lambda tmp, m: m["warnings"]["out_of_image_boxes"] == 0 or pytest.fail(m)),
+                 CONVERTED, id="real:submission-x2==width->accepted-without-warning"),
+    pytest.param(call_case(_edge_dets(201), _score, lambda tmp: ""),
+                 warn(r"1 boxes extend outside their image"), id="real:submission-x2>width->counted-warning"),
+    pytest.param(coverage_case(cap=1, merged_hits=2),
+                 warn(r"^proposals\.merge\.max_per_image=1 cuts coverage on split 'val': the 1 regions per image "
+                      r"classified cover 20\.0% of the objects, ss alone \(uncapped, 2 per image\) covers 100\.0%"),
+                 id="real:cap-cuts-coverage-by-80-points->warning"),
+    pytest.param(coverage_case(cap=1, merged_hits=10), CONVERTED, id="real:cap-keeps-coverage->no-warning"),
+    pytest.param(eta_case(2.0, 100_000), warn(r"^multibox: 99,996 iterations to go at 2 s each on cpu: about 2\.3 days\. "
+                                              r"Less work: lower proposals\.multibox\.iterations"),
+                 id="real:paper-multibox-on-cpu(non-interactive)->estimate+warning"),
+    pytest.param(eta_case(2.0, 100_000, answer="n", interactive=True),
+                 error(r"^multibox: stopped at your request after iteration 4 of 100,000 \(the rest would take about "
+                       r"2\.3 days on cpu\); a rerun resumes from the last checkpoint$"),
+                 id="real:paper-multibox-on-cpu(answer-no)->stopped-before-it-runs"),
+    pytest.param(eta_case(2.0, 100_000, answer="y", interactive=True), warn(r"about 2\.3 days"),
+                 id="real:paper-multibox-on-cpu(answer-yes)->continues"),
+    pytest.param(eta_case(0.1, 600, interactive=True), CONVERTED, id="real:short-training->no-question"),
 ]
 
 
@@ -553,7 +896,7 @@ def test_the_boundary_matrix_covers_every_family() -> None:
     ids = [p.id for p in BOUNDARY]
     assert len(ids) == len(set(ids)) and len(ids) >= 40
     areas = {i.split(":")[0] for i in ids} | {i.split(":")[1] for i in ids if i.startswith("cli:")}
-    assert {"path", "run", "sub", "coco", "xml", "classes", "coco-eval", "synth"} <= areas
+    assert {"path", "run", "sub", "coco", "xml", "classes", "coco-eval", "synth", "profile", "config", "real"} <= areas
     assert sum(isinstance(p.values[0], Cmd) for p in BOUNDARY) <= 6  # subprocesses are the slow rows
 
 

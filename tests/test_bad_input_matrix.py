@@ -759,8 +759,12 @@ def test_bad_input(case: Callable[[Ctx], Action], expect: Expect, tmp_path: Path
 
 
 def test_the_matrix_covers_every_area() -> None:
+    from test_bad_input_boundary import BOUNDARY  # part 2 of the matrix (issue 17), on this harness
+
     ids = [p.id for p in MATRIX]
     assert len(ids) == len(set(ids)) and len(ids) >= 30
+    every = ids + [p.id for p in BOUNDARY]
+    assert len(every) == len(set(every)) and len(every) >= 100
     areas = {i.split(":")[0] for i in ids}
     assert {"image", "ann", "split", "sub", "cli", "config", "cache"} <= areas
     assert sum(isinstance(p.values[0], Cli) for p in MATRIX) <= 8  # subprocesses are the slow rows
