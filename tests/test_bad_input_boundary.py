@@ -491,6 +491,7 @@ def hydra_entry(module: str, *args: str, prepare: Callable[[Path], Any] | None =
         def run():
             monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
             monkeypatch.delenv("DETECT_TRACEBACK", raising=False)
+            monkeypatch.delenv("DETECT_CLI_SET_HYDRA_FULL_ERROR", raising=False)  # run_cli sets it: undone after
             monkeypatch.setenv("DETECT_CACHE_DIR", str(work / "cache"))
             err = io.StringIO()
             try:
