@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.ops import box_iou
 
-from detect.ensemble import member_seed
+from detect.ensemble import member_seed, shared_seed
 from detect.members import score_member, train_member
 from detect.pipeline import detections
 from detect.pretrain_stage import multibox_init_weights
@@ -61,7 +61,8 @@ def main() -> None:
     if len(sources) < 2:
         raise SystemExit("this run has one proposal source; nothing to split")
     common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size, shard=None,
-                  merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image)
+                  merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image,
+                  merge_order=cfg.proposals.merge.order)
     train_props, val_props = split_proposals(train, sources, **common), split_proposals(val, sources, **common)
     names = [n for n in val_props.per_source if n != "merged"]
     origin = []
@@ -77,6 +78,7 @@ def main() -> None:
     for k in settings.member_ids:
         seed = member_seed(int(cfg.seed), k)
         model, key = train_member(cfg.classifier, train=train, proposals=train_props.boxes,
+                                  shared_seed=shared_seed(int(cfg.seed)),
                                   proposals_key=train_props.key, seed=seed, cache_dir=cache_dir, device="cpu")
         scores, _ = score_member(model, cfg.classifier, member_key=key, dataset=val, proposals=val_props.boxes,
                                  proposals_key=val_props.key, cache_dir=cache_dir, device="cpu")

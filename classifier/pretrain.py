@@ -212,7 +212,9 @@ def _model_cfg(model_cfg: DictConfig) -> dict[str, Any]:
 def pretrain_key(pretrain_cfg: DictConfig, model_cfg: DictConfig, *, seed: int) -> str:
     """Hash of what determines the pretrained weights (not ``use_shipped``, ``workers`` or eval options)."""
     cfg = OmegaConf.to_container(pretrain_cfg, resolve=True)
-    data = {k: v for k, v in cfg["data"].items() if k != "root"}
+    data = dict(cfg["data"])
+    if str(data.get("_target_", "")).endswith("SyntheticClsSource"):
+        data.pop("root")  # generated: its knobs say what it holds, wherever it lives
     train = {k: v for k, v in cfg["train"].items() if k not in ("workers", "checkpoint_every", "log_every")}
     return config_hash("pretrain", data, _model_cfg(model_cfg), train, cfg["augment"], seed)
 

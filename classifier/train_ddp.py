@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from classifier import distributed
 from detect.cli import HYDRA_USER_ERRORS, check_config, one_line, run_user_errors
-from detect.ensemble import EnsembleSettings, member_seed
+from detect.ensemble import EnsembleSettings, member_seed, shared_seed
 from detect.errors import ConfigError
 from detect.members import train_member
 from detect.pretrain_stage import initialise
@@ -74,10 +74,12 @@ def train_members_ddp(cfg: DictConfig, world: distributed.World) -> dict[int, Pa
         proposals = split_proposals(train, sources, cache_dir=cache_dir, workers=cfg.proposals.workers,
                                     chunk_size=cfg.proposals.chunk_size, shard=None,
                                     merge_iou=cfg.proposals.merge.iou,
-                                    max_per_image=cfg.proposals.merge.max_per_image)
+                                    max_per_image=cfg.proposals.merge.max_per_image,
+                                    merge_order=cfg.proposals.merge.order)
     paths = {}
     for k in settings.member_ids:
         _, key = train_member(init.classifier, train=train, proposals=proposals.boxes, proposals_key=proposals.key,
+                              shared_seed=shared_seed(int(cfg.seed)),
                               seed=member_seed(int(cfg.seed), k), cache_dir=cache_dir, device=world.device)
         paths[k] = Path(cache_dir) / "members" / key / "model.pt"
     return paths

@@ -54,6 +54,11 @@ class EnsembleSettings:
         return list(range(self.size)) if self.members is None else [int(k) for k in self.members]
 
 
+def shared_seed(seed: int) -> int:
+    """Seed of the fine-tuning every member shares (``classifier.shared``): a stream no member index gives."""
+    return int(np.random.SeedSequence([seed, 2**32 - 1, 0x5EED]).generate_state(1)[0])
+
+
 def member_seed(seed: int, member: int) -> int:
     """Seed of ensemble member ``member``: independent streams, so seed=1/member=0 != seed=0/member=1."""
     return int(np.random.SeedSequence([seed, member]).generate_state(1)[0])

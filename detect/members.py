@@ -16,7 +16,7 @@ import logging
 import zipfile
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from classifier import distributed
 from classifier.bbox_reg import BboxRegressor
 from classifier.onnx_runtime import OnnxScorer
-from classifier.roi import RoIClassifier, score_dataset_roi
+from classifier.roi import RoIClassifier, _score_roi
 from classifier.roi_train import RoIBatchSampler, train_roi_classifier
-from classifier.score import score_dataset
+from classifier.score import _score, stream_scores
 from classifier.svm import SvmModel
 from classifier.train import train_classifier
 from classifier.warp import valid_regions
@@ -50,7 +50,8 @@ def build_model(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
     return instantiate(cfg.model)(num_classes=num_classes + 1)
 
 
-def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, seed: int) -> str:
+def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, seed: int,
+               shared_seed: int | None = None) -> str:
     training = OmegaConf.to_container(cfg, resolve=True)
     if training["model"].get("weights"):
         # The same starting weights from the shipped folder or a cache elsewhere give the same member.
@@ -60,15 +61,28 @@ def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, 
         training.pop(key, None)
     if training.get("mode") != "roi":
         training.pop("roi", None)
+    shared = training.pop("shared", None)
+    if shared and shared.get("iterations"):
+        return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed, shared, shared_seed)
     return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed)
 
 
 def train_member(
     cfg: DictConfig, *, train: DetectionDataset, proposals: list[np.ndarray], proposals_key: str,
-    seed: int, cache_dir: str, device: str,
+    seed: int, cache_dir: str, device: str, shared_seed: int | None = None,
 ) -> tuple[torch.nn.Module, str]:
-    """One trained member (from the cache when it is there) and its cache key."""
-    key = member_key(cfg, train=train, proposals_key=proposals_key, seed=seed)
+    """One trained member (from the cache when it is there) and its cache key.
+
+    ``classifier.shared.iterations > 0``: the member starts from one network that every
+    member shares, fine-tuned on the detection windows from the initial weights for
+    that many iterations with ``shared_seed`` (trained once, cached), then trains its own
+    ``classifier.train.iterations`` with its own ``seed`` (sampling order, flips, dropout).
+    """
+    shared_on = bool(cfg.get("shared") and cfg.shared.iterations)
+    if shared_on and shared_seed is None:
+        raise ConfigError("classifier.shared.iterations > 0 needs the shared network's seed (shared_seed)")
+    key = member_key(cfg, train=train, proposals_key=proposals_key, seed=seed,
+                     shared_seed=shared_seed if shared_on else None)
     stage = Path(cache_dir) / "members" / key
     final = stage / "model.pt"
     torch.manual_seed(seed)  # initialisation
@@ -84,9 +98,17 @@ def train_member(
         # from scratch on whole images learns little from a few hundred batches (README).
         # Before this member's window pool exists, so two pools never hold decoded images at once.
         warp, warp_key = train_member(OmegaConf.merge(cfg, {"mode": "warp"}), train=train, proposals=proposals,
-                                      proposals_key=proposals_key, seed=seed, cache_dir=cache_dir, device=device)
+                                      proposals_key=proposals_key, seed=seed, cache_dir=cache_dir, device=device,
+                                      shared_seed=shared_seed)
         model.load_state_dict(warp.state_dict())
         log.info("member %s: roi training starts from warp member %s", key, warp_key)
+    elif shared_on:
+        shared_cfg = OmegaConf.merge(cfg, {"shared": {"iterations": 0},
+                                           "train": {"iterations": cfg.shared.iterations, "lr": cfg.shared.lr}})
+        shared, shared_key = train_member(shared_cfg, train=train, proposals=proposals, proposals_key=proposals_key,
+                                          seed=shared_seed, cache_dir=cache_dir, device=device)
+        model.load_state_dict(shared.state_dict())
+        log.info("member %s: starts from the shared fine-tuned network %s", key, shared_key)
     windows = WindowDataset(
         train, proposals, labeler=instantiate(cfg.labeler), sampler=instantiate(cfg.sampler),
         input_size=cfg.model.input_size, **cfg.windows,
@@ -108,15 +130,62 @@ def train_member(
     return model.eval(), key
 
 
-def _feature_extract(model: torch.nn.Module, cfg: DictConfig, device: str):
-    """``extract(dataset, regions)`` streaming `ImageScores` with pooled features (torch, either mode)."""
+# ``score_image(image (H, W, 3) uint8 RGB, boxes (R, 4) xyxy) -> (scores (R, C + 1), features (R, D) | None,
+# number of degenerate regions)``: one member's per-image scorer (`region_scorer`).
+ScoreImage = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, "np.ndarray | None", int]]
+
+
+def region_scorer(
+    model: torch.nn.Module, cfg: DictConfig, *, device: str, checkpoint: Path | None = None, features: bool = False,
+) -> ScoreImage:
+    """The per-image scorer of one member as ``cfg`` (the ``classifier`` group) configures it.
+
+    Warp mode (`classifier.score`), roi mode (`classifier.roi`), or warp mode run by ONNX Runtime
+    (``runtime=onnx``; exported once beside ``checkpoint``, the file the weights came from).
+    ``features``: also the pooled features (SVMs, box regression; torch only).  `score_member`
+    streams a split through it and `detect.inference` one image, so both score identically.
+    """
     common = dict(context_pad=cfg.windows.context_pad, pixel_mean=cfg.windows.pixel_mean,
-                  pixel_std=cfg.windows.pixel_std, device=device, features=True, **cfg.score)
+                  pixel_std=cfg.windows.pixel_std, device=device, features=features, **cfg.score)
     if cfg.mode == "roi":
         roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
-        return partial(score_dataset_roi, roi_model, image_size=cfg.roi.image_size, max_size=cfg.roi.max_size,
-                       **common)
-    return partial(score_dataset, model, input_size=cfg.model.input_size, **common)
+        return partial(_score_roi, roi_model, image_size=cfg.roi.image_size, max_size=cfg.roi.max_size, **common)
+    if cfg.runtime == "onnx" and not features:
+        if checkpoint is None:
+            raise ValueError("classifier.runtime=onnx needs the checkpoint the weights came from")
+        model = OnnxScorer(model, checkpoint=checkpoint, intra_op_threads=cfg.onnx.intra_op_threads,
+                           atol=cfg.onnx.atol).model
+    return partial(_score, model, input_size=cfg.model.input_size, **common)
+
+
+def _feature_extract(model: torch.nn.Module, cfg: DictConfig, device: str):
+    """``extract(dataset, regions)`` streaming `ImageScores` with pooled features (torch, either mode)."""
+    desc = "classifier: score (roi)" if cfg.mode == "roi" else "classifier: score"
+    return partial(stream_scores, score_image=region_scorer(model, cfg, device=device, features=True), desc=desc)
+
+
+def post_classifier_path(cfg: DictConfig, name: str, *, member_key: str, cache_dir: str) -> Path:
+    """Cache file of a member's fitted ``svm`` or ``bbox_reg`` (keyed by its ``fit`` settings)."""
+    key = config_hash(name, OmegaConf.to_container(cfg[name].fit, resolve=True))
+    return Path(cache_dir) / "members" / member_key / f"{name}_{key}.npz"
+
+
+def post_scores(
+    scores: np.ndarray, features: np.ndarray | None, boxes: np.ndarray, *, width: int, height: int,
+    svm: SvmModel | None, bbox_reg: BboxRegressor | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One image's member output after the optional post-classifiers.
+
+    ``scores`` float32 ``(R, C + 1)`` softmax, ``features`` ``(R, D)``, ``boxes`` ``(R, 4)`` xyxy in a
+    ``width x height`` image.  Returns SVM margins ``(R, C + 1)`` (column 0 = 0) with ``svm``, else
+    ``scores``; and with ``bbox_reg`` refined float32 ``(R, C, 4)`` xyxy boxes, else None.
+    """
+    if svm is not None:
+        scores = svm.scores(features, valid=valid_regions(boxes, width=width, height=height))
+    refined = None
+    if bbox_reg is not None:
+        refined = bbox_reg.apply(boxes, features, image_size=(height, width)).astype(np.float32)
+    return scores, refined
 
 
 def fit_post_classifiers(
@@ -130,8 +199,7 @@ def fit_post_classifiers(
         if not group.enabled:
             fitted.append(None)
             continue
-        key = config_hash(name, OmegaConf.to_container(group.fit, resolve=True))
-        path = Path(cache_dir) / "members" / member_key / f"{name}_{key}.npz"
+        path = post_classifier_path(cfg, name, member_key=member_key, cache_dir=cache_dir)
         if path.exists():
             fitted.append(kind.load(path))
             continue
@@ -178,19 +246,10 @@ def score_member(
         cached = _load_scores(path, counts)
         if cached is not None:
             return cached, None
-    common = dict(context_pad=cfg.windows.context_pad, pixel_mean=cfg.windows.pixel_mean,
-                  pixel_std=cfg.windows.pixel_std, device=device, **cfg.score)
-    if cfg.mode == "roi":
-        roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
-        stream = score_dataset_roi(roi_model, dataset, proposals, image_size=cfg.roi.image_size,
-                                   max_size=cfg.roi.max_size, **common)
-    else:
-        if cfg.runtime == "onnx":
-            weights = Path(cache_dir) / "members" / member_key / "model.pt"
-            model = OnnxScorer(model, checkpoint=weights, intra_op_threads=cfg.onnx.intra_op_threads,
-                               atol=cfg.onnx.atol).model
-        stream = score_dataset(model, dataset, proposals, input_size=cfg.model.input_size, **common)
-    per_image = [s.scores for s in stream]
+    score_image = region_scorer(model, cfg, device=device,
+                                checkpoint=Path(cache_dir) / "members" / member_key / "model.pt")
+    desc = "classifier: score (roi)" if cfg.mode == "roi" else "classifier: score"
+    per_image = [s.scores for s in stream_scores(dataset, proposals, score_image, desc=desc)]
     num_outputs = len(dataset.classes) + 1
     flat = np.concatenate(per_image) if per_image else np.zeros((0, num_outputs), np.float32)
     atomic.save_npz(path, scores=flat.astype(np.float32), counts=counts)
@@ -213,13 +272,12 @@ def _score_with_features(
             log.warning("%s: unreadable region-score cache (%s); recomputing", cache_path, exc)
     scores, refined = [], []
     for s in _feature_extract(model, cfg, device)(dataset, proposals):
-        rec, boxes = dataset.records[s.index], proposals[s.index]
-        if svm is not None:
-            scores.append(svm.scores(s.features, valid=valid_regions(boxes, width=rec.width, height=rec.height)))
-        else:
-            scores.append(s.scores)
-        if bbox_reg is not None:
-            refined.append(bbox_reg.apply(boxes, s.features, image_size=(rec.height, rec.width)).astype(np.float32))
+        rec = dataset.records[s.index]
+        image_scores, image_boxes = post_scores(s.scores, s.features, proposals[s.index], width=rec.width,
+                                                height=rec.height, svm=svm, bbox_reg=bbox_reg)
+        scores.append(image_scores)
+        if image_boxes is not None:
+            refined.append(image_boxes)
     num_outputs = len(dataset.classes) + 1
     arrays = {"scores": np.concatenate(scores) if scores else np.zeros((0, num_outputs), np.float32),
               "counts": counts}

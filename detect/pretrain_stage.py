@@ -51,7 +51,9 @@ def initialise(cfg: DictConfig, *, device: str) -> Initialisation:
 def multibox_init_weights(cfg: DictConfig, *, device: str) -> Path | None:
     """The network MultiBox starts from, for entry points that run the proposals without the members
     (None when MultiBox is off or starts from scratch)."""
+    if "multibox" not in cfg.proposals.sources:
+        return None
     mb = cfg.proposals.multibox
-    if "multibox" not in cfg.proposals.sources or mb.top_k == 0 or mb.get("init") != "pretrained":
+    if mb.top_k == 0 or mb.get("init") != "pretrained":
         return None
     return initialise(cfg, device=device).weights

@@ -61,7 +61,7 @@ def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, s
 
 def split_proposals(
     dataset: DetectionDataset, sources: dict[str, Any], *, cache_dir: str, workers: int, chunk_size: int,
-    shard: str | None, merge_iou: float, max_per_image: int | None,
+    shard: str | None, merge_iou: float, max_per_image: int | None, merge_order: str = "priority",
 ) -> SplitProposals | None:
     """Extract (or load) every source's proposals on ``dataset`` and merge them.
 
@@ -78,13 +78,15 @@ def split_proposals(
         ids.append(source.identity())
     if shard is not None:
         return None
-    merged = merge_split(list(per_source.values()), iou_threshold=merge_iou, max_boxes=max_per_image)
+    merged = merge_split(list(per_source.values()), iou_threshold=merge_iou, max_boxes=max_per_image,
+                         order=merge_order)
     # "merged" is what the classifier sees; with one source it differs only when the cap cut boxes,
     # and then reporting the uncapped source alone would overstate the classified set's coverage.
     capped = sum(map(len, merged)) < sum(len(b) for boxes in per_source.values() for b in boxes)
     if len(per_source) > 1 or capped:
         per_source["merged"] = merged
-    key = config_hash("proposals", ids, merge_iou, max_per_image)
+    # The default order keeps the key it had before the option existed (caches stay valid).
+    key = config_hash("proposals", ids, merge_iou, max_per_image, *([merge_order] if merge_order != "priority" else []))
     return SplitProposals(boxes=merged, key=key, per_source=per_source, max_per_image=max_per_image)
 
 

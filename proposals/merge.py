@@ -21,15 +21,28 @@ import torch
 from torchvision.ops import box_iou
 
 
-def merge_keep(sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None) -> np.ndarray:
-    """Indices (int64, ascending) into ``np.concatenate(sources)`` of the merged proposals.
+ORDERS = ("priority", "interleave")
+
+
+def merge_keep(sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None,
+               order: str = "priority") -> np.ndarray:
+    """Indices (int64, in output order) into ``np.concatenate(sources)`` of the merged proposals.
 
     Args:
         sources: ``(N_i, 4)`` xyxy arrays in priority order, each in its own rank order.
         iou_threshold: a box whose IoU with an earlier source's kept box is ``> iou_threshold``
             is dropped (``>= 1``: nothing is dropped, not even exact copies).
         max_boxes: keep at most this many, first ones first (None: no cap).
+        order: ``priority``: every box of the first source, then the second's, ... (ascending
+            indices); ``interleave``: round robin over the sources in their rank orders (the
+            first box of each source, then the second of each, ...), so that a cap keeps the
+            best-ranked boxes of every source rather than only the first source's.  "Earlier"
+            in the duplicate rule then means earlier in this output order.
     """
+    if order not in ORDERS:
+        raise ValueError(f"merge order must be one of {ORDERS}, got {order!r}")
+    if order == "interleave":
+        return _interleave_keep(sources, iou_threshold=iou_threshold, max_boxes=max_boxes)
     keep: list[np.ndarray] = []
     kept_boxes = torch.zeros((0, 4), dtype=torch.float32)
     offset = 0
@@ -47,15 +60,35 @@ def merge_keep(sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes
     return out if max_boxes is None else out[:max_boxes]
 
 
+def _interleave_keep(sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None) -> np.ndarray:
+    arrays = [np.asarray(b, np.float32).reshape(-1, 4) for b in sources]
+    rank = np.concatenate([np.arange(len(a)) for a in arrays]) if arrays else np.zeros(0, np.int64)
+    origin = np.concatenate([np.full(len(a), i) for i, a in enumerate(arrays)]) if arrays else rank
+    sequence = np.lexsort((origin, rank))  # rank 0 of every source, then rank 1, ...
+    boxes = torch.as_tensor(np.concatenate(arrays) if arrays else np.zeros((0, 4), np.float32))
+    # Duplicates are only looked for across sources, as in priority order.
+    duplicate = (box_iou(boxes, boxes) > iou_threshold).numpy() & (origin[:, None] != origin[None, :])
+    limit = len(sequence) if max_boxes is None else max_boxes
+    keep: list[int] = []
+    kept = np.zeros(len(sequence), bool)
+    for i in sequence:
+        if len(keep) >= limit:
+            break
+        if not (duplicate[i] & kept).any():
+            keep.append(int(i))
+            kept[i] = True
+    return np.asarray(keep, np.int64)
+
+
 def merge_proposals(
-    sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None
+    sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None, order: str = "priority",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merged boxes float32 ``(M, 4)`` xyxy and, per box, the index of its source int64 ``(M,)``.
 
     See `merge_keep` for the rule.
     """
     arrays = [np.asarray(s, np.float32).reshape(-1, 4) for s in sources]
-    keep = merge_keep(arrays, iou_threshold=iou_threshold, max_boxes=max_boxes)
+    keep = merge_keep(arrays, iou_threshold=iou_threshold, max_boxes=max_boxes, order=order)
     if not arrays:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
     origin = np.concatenate([np.full(len(a), i, np.int64) for i, a in enumerate(arrays)])
@@ -63,7 +96,8 @@ def merge_proposals(
 
 
 def merge_split(
-    per_source: Sequence[Sequence[np.ndarray]], *, iou_threshold: float, max_boxes: int | None
+    per_source: Sequence[Sequence[np.ndarray]], *, iou_threshold: float, max_boxes: int | None,
+    order: str = "priority",
 ) -> list[np.ndarray]:
     """`merge_proposals` image by image: ``per_source[s][i]`` are source ``s``'s boxes for image ``i``.
 
@@ -73,5 +107,5 @@ def merge_split(
     if len(lengths) > 1:
         raise ValueError(f"sources cover different numbers of images: {sorted(lengths)}")
     n = lengths.pop() if lengths else 0
-    return [merge_proposals([p[i] for p in per_source], iou_threshold=iou_threshold, max_boxes=max_boxes)[0]
-            for i in range(n)]
+    return [merge_proposals([p[i] for p in per_source], iou_threshold=iou_threshold, max_boxes=max_boxes,
+                            order=order)[0] for i in range(n)]

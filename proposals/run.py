@@ -61,7 +61,8 @@ def measure_proposals(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     props = split_proposals(split, sources, cache_dir=str(cfg.cache_dir), workers=cfg.proposals.workers,
                             chunk_size=cfg.proposals.chunk_size, shard=cfg.proposals.shard,
-                            merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image)
+                            merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image,
+                            merge_order=cfg.proposals.merge.order)
     timing["extract"] = time.perf_counter() - t0
     if props is None:
         log.info("shard %s done; run once without proposals.shard to load the union", cfg.proposals.shard)

@@ -230,3 +230,30 @@ def test_killed_in_every_stage_then_resumed_equals_the_uninterrupted_run(first_r
 
     assert without_timing(final / "metrics.json") == without_timing(out / "metrics.json")
     assert (final / "detections.txt").read_bytes() == (out / "detections.txt").read_bytes()
+
+
+def test_members_start_from_the_pretrained_network_or_from_scratch(first_run):
+    tmp, out = first_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The default: a pretrain stage (tiny profile: trained here, cached), reported in the metrics.
+    assert metrics["init"] == "pretrained" and "pretrain" in metrics["timing_s"]
+    assert 0.0 <= metrics["pretrain"]["top5_error"] <= metrics["pretrain"]["top1_error"] <= 1.0
+    assert list((tmp / "cache" / "pretrain").glob("*/model.pt"))
+    run = tmp / "run_scratch"
+    _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}", "classifier.init=scratch",
+         "proposals.multibox.init=scratch")
+    scratch = json.loads((run / "metrics.json").read_text())
+    assert "pretrain" not in scratch and scratch["init"] == "scratch"
+    assert set(scratch["members"]).isdisjoint(metrics["members"])
+
+
+def test_shared_fine_tuning_is_trained_once_and_members_still_differ(first_run):
+    tmp, _ = first_run
+    run = tmp / "run_shared"
+    proc = _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}", "classifier.shared.iterations=4")
+    log = proc.stdout + proc.stderr
+    assert log.count("starts from the shared fine-tuned network") == 2
+    shared_keys = set(re.findall(r"starts from the shared fine-tuned network (\w+)", log))
+    assert len(shared_keys) == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(set(metrics["members"])) == 2 and shared_keys.isdisjoint(metrics["members"])

@@ -62,3 +62,18 @@ def test_merge_split_per_image():
     np.testing.assert_array_equal(merged[1], MB[:1])  # both SS boxes duplicate MB[0]
     with pytest.raises(ValueError):
         merge_split([[MB], [SS, SS]], iou_threshold=0.9, max_boxes=None)
+
+
+def test_interleave_takes_turns_by_rank_and_still_drops_cross_source_duplicates():
+    # Round robin: MB[0], SS[0] (IoU 1 with MB[0]: dropped), MB[1], SS[1] (0.909 with MB[0]: dropped), SS[2], SS[3], SS[4].
+    keep = merge_keep([MB, SS], iou_threshold=0.9, max_boxes=None, order="interleave")
+    np.testing.assert_array_equal(keep, [0, 1, 4, 5, 6])
+    # With a cap of 3 the first source no longer fills the cap first.
+    boxes, origin = merge_proposals([MB[:1], SS[2:]], iou_threshold=0.9, max_boxes=2, order="interleave")
+    np.testing.assert_array_equal(origin, [0, 1])
+    np.testing.assert_array_equal(boxes, [[0, 0, 10, 10], [50, 50, 60, 60]])
+    # A later source's box comes first when it has the better rank: SS[2] (rank 0 of its list) before MB[1].
+    keep = merge_keep([MB, SS[2:]], iou_threshold=0.9, max_boxes=3, order="interleave")
+    np.testing.assert_array_equal(keep, [0, 2, 1])
+    with pytest.raises(ValueError, match="order"):
+        merge_keep([MB, SS], iou_threshold=0.9, max_boxes=None, order="random")
