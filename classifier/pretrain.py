@@ -340,6 +340,7 @@ def ship(result: PretrainResult) -> Path:
     shutil.copyfile(result.weights, SHIPPED_DIR / f"{result.key}.pt")
     atomic.write_json(SHIPPED_DIR / f"{result.key}.json",
                       {**result.metrics, "sha256_16": file_digest(SHIPPED_DIR / f"{result.key}.pt")})
+    (SHIPPED_DIR / f"{result.key}.json").chmod(0o644)
     return SHIPPED_DIR / f"{result.key}.pt"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from classifier.cls_batches import IterationBatchSampler, epoch_order
 from classifier.factory import build_classifier
@@ -223,3 +224,32 @@ def test_the_default_run_uses_the_shipped_weights():
         cfg = compose(config_name="config")
     key = pretrain_key(cfg.pretrain, cfg.classifier.model, seed=int(cfg.pretrain.seed))
     assert (SHIPPED_DIR / f"{key}.pt").is_file() and cfg.pretrain.use_shipped and cfg.classifier.init == "pretrained"
+
+
+@pytest.mark.slow
+def test_shipped_weights_reproduce_their_recorded_errors(tmp_path):
+    """The shipped network, evaluated on the regenerated synthetic CLS val split, gives exactly the recorded
+    top-1/top-5 errors (retraining it is benchmarks/pretrain_reproduce.py: ~20 min)."""
+    from hydra import compose, initialize_config_dir
+
+    from classifier.pretrain import SHIPPED_DIR, pretrain_key
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=[f"cache_dir={tmp_path}"])
+    key = pretrain_key(cfg.pretrain, cfg.classifier.model, seed=int(cfg.pretrain.seed))
+    record = json.loads((SHIPPED_DIR / f"{key}.json").read_text())
+    source = SyntheticClsSource(**{k: v for k, v in OmegaConf.to_container(cfg.pretrain.data, resolve=True).items()
+                                   if k != "_target_"} | {"images_per_class": {"val": 50, "train": 1}})
+    val = source.load("val")
+    model = build_classifier("googlenet", num_classes=val.num_classes, width=cfg.classifier.model.width,
+                             input_size=cfg.classifier.model.input_size, batch_norm=True,
+                             weights=str(SHIPPED_DIR / f"{key}.pt"))
+    probs = predict_probs(model, val, input_size=cfg.classifier.model.input_size,
+                          resize_ratio=cfg.pretrain.eval.resize_ratio, pixel_mean=MEAN, pixel_std=STD,
+                          batch_size=256, workers=0, device="cpu")
+    errors = topk_errors(probs, np.asarray(val.labels))
+    assert errors[1] == pytest.approx(record["top1_error"], abs=1e-9)
+    assert errors[5] == pytest.approx(record["top5_error"], abs=1e-9)
+    # Far better than chance on 48 classes (top-1 error 0.979, top-5 0.896).
+    assert record["top1_error"] < 0.75 and record["top5_error"] < 0.3
