@@ -19,11 +19,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from detect import atomic
-from detect.ensemble import EnsembleSettings, member_seed
+from detect.ensemble import EnsembleSettings, member_seed, shared_seed
 from detect.errors import ConfigError
 from detect.members import build_model, fit_post_classifiers, score_member, train_member
 from detect.outputs import draw_examples, summary_text, write_coco_results
-from detect.postprocess import average_member_scores, cap_per_class, image_detections
+from detect.inference import region_detections, split_detections
+from detect.postprocess import image_detections
 from detect.pretrain_stage import check_init, initialise
 from detect.proposal_stage import build_sources, proposal_report, split_proposals
 from eval.map import evaluate_detections
@@ -56,17 +57,9 @@ def detections(
 
     ``proposals[i]`` is ``(R_i, 4)`` xyxy, or ``(R_i, C, 4)`` per-class boxes after box regression.
     """
-    parts = []
-    for boxes, s, index in zip(proposals, scores, image_indices):
-        b, sc, lab = image_detections(boxes, s, nms_iou=settings.nms_iou, score_threshold=settings.score_threshold,
-                                      max_per_image=settings.max_per_image)
-        parts.append((np.full(len(sc), index, np.int64), lab, sc, b))
-    image_index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    class_id = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-    score = np.concatenate([p[2] for p in parts]).astype(np.float64) if parts else np.zeros(0)
-    boxes = np.concatenate([p[3] for p in parts]).astype(np.float64) if parts else np.zeros((0, 4))
-    keep = cap_per_class(score, class_id, max_per_class=settings.max_per_class)
-    return Submission(image_index[keep], class_id[keep], score[keep], boxes[keep], np.arange(len(keep)) + 1)
+    per_image = [image_detections(boxes, s, nms_iou=settings.nms_iou, score_threshold=settings.score_threshold,
+                                  max_per_image=settings.max_per_image) for boxes, s in zip(proposals, scores)]
+    return split_detections(per_image, image_indices, max_per_class=settings.max_per_class)
 
 
 def random_scores(scores: list[np.ndarray], *, seed: int) -> list[np.ndarray]:
@@ -105,7 +98,8 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
                                 init_weights=init.weights)
         common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size,
-                      shard=None, merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image)
+                      shard=None, merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image,
+                      merge_order=cfg.proposals.merge.order)
         train_props = split_proposals(train, sources, **common)
         val_props = split_proposals(val, sources, **common)
         report = proposal_report(val, val_props)
@@ -118,6 +112,7 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         seed = member_seed(int(cfg.seed), k)
         with timer("train"):
             model, key = train_member(classifier_cfg, train=train, proposals=train_props.boxes,
+                                      shared_seed=shared_seed(int(cfg.seed)),
                                       proposals_key=train_props.key, seed=seed, cache_dir=cache_dir,
                                       device=str(cfg.device))
             svm, bbox_reg = fit_post_classifiers(model, classifier_cfg, member_key=key, train=train,
@@ -133,9 +128,10 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     indices = [r.index for r in val.records]
     with timer("ensemble"):
-        averaged = [average_member_scores([m[i] for m in member_scores]) for i in range(len(val))]
-        boxes = [np.mean([m[i] for m in member_boxes], axis=0) for i in range(len(val))]
-        ensemble = detections(boxes, averaged, indices, settings)
+        # The per-image step detect.predict runs too (detect.inference): average, then class-wise NMS.
+        ensemble = split_detections([region_detections([m[i] for m in member_boxes], [m[i] for m in member_scores],
+                                                       settings) for i in range(len(val))],
+                                    indices, max_per_class=settings.max_per_class)
         write_submission(out_dir / "detections.txt", ensemble.image_index, ensemble.class_id, ensemble.score,
                          ensemble.boxes)
         write_coco_results(out_dir / "detections_coco.json", ensemble.image_index, ensemble.class_id,
@@ -171,6 +167,9 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "n_ground_truth": metrics["n_ground_truth"],
         **({"coco": metrics["coco"]} if "coco" in metrics else {}),
         "members": member_keys,
+        # What detect.predict / detect.export need to find this run's detector in the cache.
+        "multibox": sources["multibox"].network_key if "multibox" in sources else None,
+        "classes": {"synsets": list(val.classes.synsets), "names": list(val.classes.names)},
         "num_images": {"train": len(train), "val": len(val)},
     }
     atomic.write_json(out_dir / "metrics.json", metrics)
