@@ -2,7 +2,7 @@
 
 `validate_config(cfg, entry)` walks the composed config of one entry point (``config`` for
 ``python -m detect.run`` and ``classifier.train_ddp``, ``proposals_run``, ``eval_map``, ``pretrain``,
-``export``, ``synth``) against `ENTRIES` and raises one `ConfigError` line naming the key, the value
+``evaluate``, ``export``, ``synth``) against `ENTRIES` and raises one `ConfigError` line naming the key, the value
 and what is allowed:
 
 * a wrong type or an out-of-range value: ``proposals.ss.scale must be a number > 0, got 'two'``;
@@ -399,6 +399,17 @@ ENSEMBLE = group(
 )
 EVAL = group(coco=boolean(), coco_max_dets=integer(1, null=True), plots=boolean())
 
+# ---- classification evaluation (conf/evaluate.yaml, classifier/evaluate.py)
+
+CROP_SCHEMES = (1, 10, 144)
+EVALUATE = group(
+    models=list_of(integer(1), min_len=1, unique=True),
+    crops=list_of(Key("1, 10 or 144", lambda v: _is_int(v) and v in CROP_SCHEMES, "crop counts among 1, 10, 144"),
+                  min_len=1, unique=True),
+    weights=list_of(text()), batch_size=integer(1), workers=integer(0), runtime=choice(*RUNTIMES),
+    channels_last=boolean(), progress=boolean(),
+)
+
 # ---- top level
 
 TOP: dict[str, Node] = {
@@ -434,6 +445,8 @@ ENTRIES: dict[str, Entry] = {
                            ("ensemble", "eval")),
     "eval_map": Entry(_top("data", "eval", "cache_dir", detections=text())),
     "pretrain": Entry(_top("classifier", "pretrain", "cache_dir", "device", ship=boolean()),
+                      ("data", "proposals", "ensemble", "eval", "seed")),
+    "evaluate": Entry(_top("classifier", "pretrain", "cache_dir", "device", evaluate=EVALUATE),
                       ("data", "proposals", "ensemble", "eval", "seed")),
     "export": Entry({"from_run": text(), "out": text(), "onnx": boolean(), "onnx_atol": positive(),
                      "overwrite": boolean(), "cache_dir": text()}),
