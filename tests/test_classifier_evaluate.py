@@ -387,3 +387,27 @@ def test_the_evaluate_config_passes_the_schema_with_every_profile_and_reader():
                 cfg = compose(config_name="evaluate", overrides=[f"profile={profile}", f"pretrain/data={reader}",
                                                                  "pretrain.data.root=/data/x"])
                 validate_config(cfg, "evaluate")
+
+
+def test_a_users_torchvision_googlenet_file_is_scored_as_the_imagenet_command_does(tmp_path, monkeypatch):
+    """The documented ImageNet command's network options (torchvision's GoogLeNet, its weights file,
+    transform_input) on a hand-made class-per-folder split; a second network needs evaluate.weights."""
+    from classifier.tv_googlenet import TorchvisionGoogLeNet
+
+    root = _image_folder(tmp_path / "f", {"a1": (80, 64), "b1": (64, 90), "c1": (70, 70)})
+    torch.manual_seed(0)
+    weights = tmp_path / "googlenet.pth"
+    torch.save(TorchvisionGoogLeNet(3, input_size=64, transform_input=True).state_dict(), weights)
+    args = ["profile=tiny", f"cache_dir={tmp_path / 'cache'}", "pretrain/data=image_folder",
+            f"pretrain.data.root={root}", "pretrain.data.split_dir=''", "evaluate.workers=0", "evaluate.progress=false",
+            "classifier.model.arch=torchvision_googlenet", "classifier.model.width=1.0", "classifier.model.input_size=64",
+            "classifier.model.batch_norm=null", f"classifier.model.weights={weights}",
+            "classifier.model.transform_input=true", "evaluate.crops=[1,10]"]
+    code, out, err = _run(args, monkeypatch, tmp_path)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run0" / "metrics.json").read_text())
+    assert metrics["networks"] == [{"seed": None, "weights": str(weights), "source": "file", "key": None,
+                                    "errors": metrics["networks"][0]["errors"]}]
+    assert [(r["models"], r["crops"]) for r in metrics["rows"]] == [(1, 1), (1, 10)] and metrics["num_images"] == 3
+    code, _, err = _run([*args, "evaluate.models=[1,2]"], monkeypatch, tmp_path)
+    assert "list the ensemble's files in evaluate.weights" in _one_line_error(code, err)
