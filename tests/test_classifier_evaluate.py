@@ -399,9 +399,9 @@ def test_a_users_torchvision_googlenet_file_is_scored_as_the_imagenet_command_do
     weights = tmp_path / "googlenet.pth"
     torch.save(TorchvisionGoogLeNet(3, input_size=64, transform_input=True).state_dict(), weights)
     args = ["profile=tiny", f"cache_dir={tmp_path / 'cache'}", "pretrain/data=image_folder",
-            f"pretrain.data.root={root}", "pretrain.data.split_dir=''", "evaluate.workers=0", "evaluate.progress=false",
-            "classifier.model.arch=torchvision_googlenet", "classifier.model.width=1.0", "classifier.model.input_size=64",
-            "classifier.model.batch_norm=null", f"classifier.model.weights={weights}",
+            f"pretrain.data.root={root}", "pretrain.data.split_dir=''", "evaluate.workers=0",
+            "evaluate.progress=false", "classifier.model.arch=torchvision_googlenet", "classifier.model.width=1.0",
+            "classifier.model.input_size=64", "classifier.model.batch_norm=null", f"classifier.model.weights={weights}",
             "classifier.model.transform_input=true", "evaluate.crops=[1,10]"]
     code, out, err = _run(args, monkeypatch, tmp_path)
     assert code == 0, err
