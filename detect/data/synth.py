@@ -293,13 +293,13 @@ def _write_split(tmp: Path, split: str, count: int, p: GeneratorParams, classes,
     return stats, present
 
 
-def _is_generated(root: Path) -> dict | None:
-    """The DONE marker's content when ``root`` holds a complete generated dataset, else None."""
+def _is_generated(root: Path, generator: str = GENERATOR_ID) -> dict | None:
+    """The DONE marker's content when ``root`` holds a complete dataset written by ``generator``, else None."""
     try:
         marker = json.loads((root / DONE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR_ID else None
+    return marker if isinstance(marker, dict) and marker.get("generator") == generator else None
 
 
 def generate(root: str | Path, *, progress: bool = True, **knobs: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detect.data.classification import ClassificationDataset
-from detect.data.synth import _exclusive, _jpeg_bytes
+from detect.data.synth import _exclusive, _is_generated, _jpeg_bytes
 from detect.data.synth_scene import (CLASSES, SHAPES, TEXTURES, ObjectClass, _affine, _background, _colour_pair,
                                      _crop, _extent, _paint, _polygons, _rasterize)
 from detect.errors import ConfigError, DataError, config_float, config_int
@@ -214,11 +214,7 @@ def generate_cls(root: str | Path, *, progress: bool = True, **knobs: Any) -> No
 
 
 def _is_generated_cls(root: Path) -> dict | None:
-    try:
-        marker = json.loads((root / DONE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR_ID else None
+    return _is_generated(root, GENERATOR_ID)
 
 
 @dataclass(frozen=True, kw_only=True)
