@@ -24,6 +24,7 @@ from classifier.windows import WindowBatch
 from detect.ensemble import member_seed
 from detect.errors import ConfigError
 from detect.members import member_key
+from detect.pretrain_stage import initialise
 from detect.proposal_stage import build_sources, split_proposals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,11 +189,13 @@ def test_torchrun_entry_point_trains_the_member_the_pipeline_reuses(tmp_path):
     cfg = compose_config(overrides)
     source = instantiate(cfg.data)
     train = source.load(source.train_split)
-    props = split_proposals(train, build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=0),
+    init = initialise(cfg, device="cpu")  # the pretrained network torchrun's ranks started from (cached)
+    props = split_proposals(train, build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=0,
+                                                 init_weights=init.weights),
                             cache_dir=str(cfg.cache_dir), workers=1, chunk_size=cfg.proposals.chunk_size,
                             shard=None, merge_iou=cfg.proposals.merge.iou,
-                            max_per_image=cfg.proposals.merge.max_per_image)
-    key = member_key(cfg.classifier, train=train, proposals_key=props.key, seed=member_seed(0, 0))
+                            max_per_image=cfg.proposals.merge.max_per_image, merge_order=cfg.proposals.merge.order)
+    key = member_key(init.classifier, train=train, proposals_key=props.key, seed=member_seed(0, 0))
     assert model_path == Path(cfg.cache_dir) / "members" / key / "model.pt"
 
 
