@@ -231,6 +231,7 @@ def run_cli(main: Callable[[], Any]) -> None:
         return
     # Hydra then raises instead of printing; the marker (inherited by launcher jobs) tells
     # run_user_errors that the user did not ask for tracebacks.
+    before = {key: os.environ.get(key) for key in ("HYDRA_FULL_ERROR", _FORCED)}
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ[_FORCED] = "1"
     try:
@@ -242,6 +243,12 @@ def run_cli(main: Callable[[], Any]) -> None:
         if message is None:
             raise
         _exit_with(message)
+    finally:  # an in-process caller (a test, a notebook) gets its environment back
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def one_line(exc: BaseException) -> str:

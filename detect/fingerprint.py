@@ -29,6 +29,33 @@ def file_digest(path) -> str:
     return h.hexdigest()[:16]
 
 
+def weights_identity(path) -> str:
+    """What starting weights are, for the cache keys of the stages that fine-tune them.
+
+    Weights made by the pretraining stage (its cache folder ``pretrain/<key>/model.pt`` with
+    ``metrics.json``, a shipped ``<key>.pt`` with ``<key>.json``, or the app's copies of both)
+    are named by the key of the config that made them: like every other stage, the key says
+    what determines the result, so a run whose pretraining was done by another process (one
+    thread, not two: other float rounding) still finds the same members.  Any other file is
+    named by the hash of its bytes.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    candidates = [(path.with_suffix(".json"), lambda key: key == path.stem)]
+    if path.name == "model.pt":
+        candidates.append((path.parent / "metrics.json", lambda key: True))
+    for meta, fits in candidates:
+        try:
+            record = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        key = record.get("key") if isinstance(record, dict) else None
+        if isinstance(key, str) and key and "top1_error" in record and fits(key):
+            return f"pretrain:{key}"
+    return file_digest(path)
+
+
 def dataset_fingerprint(dataset: DetectionDataset) -> str:
     """Identity of a split's content: image ids, file sizes, sizes, boxes and labels.
 

@@ -37,7 +37,7 @@ from classifier.windows import WindowDataset
 from detect import atomic
 from detect.data.record import DetectionDataset
 from detect.errors import ConfigError
-from detect.fingerprint import config_hash, dataset_fingerprint, file_digest
+from detect.fingerprint import config_hash, dataset_fingerprint, weights_identity
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, 
     training = OmegaConf.to_container(cfg, resolve=True)
     if training["model"].get("weights"):
         # The same starting weights from the shipped folder or a cache elsewhere give the same member.
-        training["model"]["weights"] = file_digest(training["model"]["weights"])
+        training["model"]["weights"] = weights_identity(training["model"]["weights"])
     # Scoring options and post-classifiers (fitted after the network) do not change its weights.
     for key in ("score", "runtime", "onnx", "svm", "bbox_reg"):
         training.pop(key, None)

@@ -13,7 +13,7 @@ from classifier.weights import load_cached_weights, load_trunk_weights
 from detect import atomic
 from detect.data.record import DetectionDataset
 from detect.errors import ConfigError, config_int
-from detect.fingerprint import config_hash, dataset_fingerprint, file_digest
+from detect.fingerprint import config_hash, dataset_fingerprint, weights_identity
 from proposals.multibox import MultiBoxNet, MultiBoxProposer, grid_priors, kmeans_shapes, normalise_boxes
 from proposals.multibox_train import load_training_images, train_multibox
 
@@ -81,7 +81,7 @@ def build_multibox_proposer(
     if init == "pretrained" and init_weights is None:
         raise ConfigError("proposals.multibox.init=pretrained needs the pretrained network "
                           "(classifier.init=pretrained or weights); set proposals.multibox.init=scratch otherwise")
-    start = file_digest(init_weights) if init == "pretrained" else None
+    start = weights_identity(init_weights) if init == "pretrained" else None
     training = dict(init=start, num_shapes=num_shapes, feature_layer=feature_layer, width=width, input_size=input_size, batch_norm=batch_norm,
                     iterations=iterations, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,
