@@ -378,7 +378,7 @@ def _cache_path(cfg: DictConfig, net: Network, split_key: str, scheme: int, runt
 
 def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]] | None:
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return z["probs"], z["readable"], json.loads(str(z["skipped"]))
     except (OSError, KeyError, ValueError):
         return None
