@@ -302,6 +302,20 @@ def _is_generated(root: Path, generator: str = GENERATOR_ID) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("generator") == generator else None
 
 
+def staging_folder(root: Path, *, generator: str, what: str, key: str) -> Path:
+    """The empty ``<root>.tmp-<pid>`` folder a generator writes into before renaming it onto ``root``.
+
+    `DataError` when ``root`` exists and is neither empty nor a dataset ``generator`` wrote
+    (it is never overwritten).
+    """
+    if root.exists() and not (root.is_dir() and (_is_generated(root, generator) or not any(root.iterdir()))):
+        raise DataError(f"{root}: exists and is not a generated {what} (no {DONE} marker); "
+                        f"refusing to overwrite it: choose another {key} or delete it")
+    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
 def generate(root: str | Path, *, progress: bool = True, **knobs: Any) -> dict[str, Any]:
     """Write the dataset for ``knobs`` (exactly the fields of `GeneratorParams`) into ``root``.
 
@@ -315,12 +329,8 @@ def generate(root: str | Path, *, progress: bool = True, **knobs: Any) -> dict[s
     """
     p = GeneratorParams(**knobs)
     root = Path(root)
-    if root.exists() and not (root.is_dir() and (_is_generated(root) or not any(root.iterdir()))):
-        raise DataError(f"{root}: exists and is not a generated synthetic dataset (no {DONE} marker); "
-                        "refusing to overwrite it: choose another data.root or delete it")
+    tmp = staging_folder(root, generator=GENERATOR_ID, what="synthetic dataset", key="data.root")
     classes = CLASSES[:p.num_classes]
-    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     old = None
     try:
         (tmp / CLASS_LIST).parent.mkdir(parents=True)

@@ -38,10 +38,10 @@ import numpy as np
 from tqdm import tqdm
 
 from detect.data.classification import ClassificationDataset
-from detect.data.synth import _exclusive, _is_generated, _jpeg_bytes
+from detect.data.synth import _exclusive, _is_generated, _jpeg_bytes, staging_folder
 from detect.data.synth_scene import (CLASSES, SHAPES, TEXTURES, ObjectClass, _affine, _background, _colour_pair,
                                      _crop, _extent, _paint, _polygons, _rasterize)
-from detect.errors import ConfigError, DataError, config_float, config_int
+from detect.errors import ConfigError, config_float, config_int
 from detect.fingerprint import config_hash
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,8 @@ def generate_cls(root: str | Path, *, progress: bool = True, **knobs: Any) -> No
     """
     p = ClsGeneratorParams(**knobs)
     root = Path(root)
-    if root.exists() and not (root.is_dir() and (_is_generated_cls(root) or not any(root.iterdir()))):
-        raise DataError(f"{root}: exists and is not a generated synthetic classification set (no {DONE} marker); "
-                        "refusing to overwrite it: choose another pretrain.data.root or delete it")
+    tmp = staging_folder(root, generator=GENERATOR_ID, what="synthetic classification set", key="pretrain.data.root")
     classes = CLS_CLASSES[:p.num_classes]
-    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
         (tmp / SYNSET_MAPPING).write_text("".join(f"{c.synset} {c.name}\n" for c in classes), encoding="utf-8")
