@@ -267,14 +267,12 @@ def run_pretrain(cfg: DictConfig, *, device: str, progress: bool = True) -> Pret
     source = instantiate(pcfg.data)
     train, val = source.load(source.train_split), source.load(source.split)
     timing["data"] = time.perf_counter() - t0
-    torch.manual_seed(int(pcfg.seed))
-    model = instantiate(cfg.classifier.model)(num_classes=train.num_classes, weights=None)
     t = pcfg.train
     iterations = iterations_for(t.epochs, images=len(train), batch_size=t.batch_size)
-    eta = estimate_seconds(iterations, int(t.batch_size), model, device)
-    log.warning("pretrain: training %s (%d classes, %d images) for %d iterations, about %.0f min on %s; "
-                "results are cached under %s", type(model).__name__, train.num_classes, len(train), iterations,
-                eta / 60, resolve_device(device), stage)
+    # How long it will take is logged by sgd_loop's LongRunCheck after its first timed iterations.
+    log.warning("pretrain: training the classifier network (%d classes, %d images) for %d iterations on %s; "
+                "results are cached under %s", train.num_classes, len(train), iterations, resolve_device(device),
+                stage)
     torch.manual_seed(int(pcfg.seed))
     model = instantiate(cfg.classifier.model)(num_classes=train.num_classes, weights=None)
     mean, std = list(cfg.classifier.windows.pixel_mean), list(cfg.classifier.windows.pixel_std)

@@ -93,13 +93,13 @@ SIZE_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 # --------------------------------------------------------------------------- knobs
 
-def _range(name: str, value, cast=float, low=None, high=None) -> tuple:
+def _range(name: str, value, cast=float, low=None, high=None, *, group: str = "data") -> tuple:
     try:
         lo, hi = (cast(x) for x in value)
     except (TypeError, ValueError):
-        raise ConfigError(f"data.{name} must be a [min, max] pair, got {value!r}") from None
+        raise ConfigError(f"{group}.{name} must be a [min, max] pair, got {value!r}") from None
     if lo > hi or (low is not None and lo < low) or (high is not None and hi > high):
-        raise ConfigError(f"data.{name} must satisfy {low} <= min <= max <= {high}, got {[lo, hi]}")
+        raise ConfigError(f"{group}.{name} must satisfy {low} <= min <= max <= {high}, got {[lo, hi]}")
     return lo, hi
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detect.data.classification import ClassificationDataset
-from detect.data.synth import _exclusive, _is_generated, _jpeg_bytes, staging_folder
+from detect.data.synth import _exclusive, _is_generated, _jpeg_bytes, _range, staging_folder
 from detect.data.synth_scene import (CLASSES, SHAPES, TEXTURES, ObjectClass, _affine, _background, _colour_pair,
                                      _crop, _extent, _paint, _polygons, _rasterize)
 from detect.errors import ConfigError, config_float, config_int
@@ -107,14 +107,7 @@ class ClsGeneratorParams:
                                      ("object_scale", float, 0.01, 1.5), ("clutter_blobs", int, 0, None),
                                      ("clutter_lines", int, 0, None), ("clutter_textures", int, 0, None),
                                      ("noise_std", float, 0.0, None)):
-            value = getattr(self, key)
-            try:
-                lo, hi = (cast(x) for x in value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"pretrain.data.{key} must be a [min, max] pair, got {value!r}") from None
-            if lo > hi or lo < low or (high is not None and hi > high):
-                raise ConfigError(f"pretrain.data.{key} must satisfy {low} <= min <= max <= {high}, got {[lo, hi]}")
-            fix(key, (lo, hi))
+            fix(key, _range(key, getattr(self, key), cast, low, high, group="pretrain.data"))
         for key, low in (("center_jitter", 0.0), ("max_aspect", 1.0), ("max_rotation", 0.0), ("max_shear", 0.0),
                          ("hue_std", 0.0), ("blur_prob", 0.0)):
             fix(key, config_float(f"pretrain.data.{key}", getattr(self, key), low=low))
