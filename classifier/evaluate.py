@@ -22,7 +22,6 @@ or class count, are one-line errors (exit 2).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import shutil
@@ -44,7 +43,7 @@ from classifier.cls_batches import decode
 from classifier.crops import SCHEMES, crop_boxes, render_crops, short_sides
 from classifier.googlenet import AUX_KEYS
 from classifier.pretrain import (METRICS_NAME, SHIPPED_DIR, WEIGHTS_NAME, PretrainResult, estimate_seconds,
-                                 iterations_for, pretrain_key, run_pretrain, topk_errors)
+                                 iterations_for, pretrain_key, run_pretrain, seed_config, topk_errors)
 from classifier.score import resolve_device
 from classifier.weights import load_weights, read_state_dict
 from detect import atomic
@@ -242,12 +241,6 @@ class Network:
     key: str | None   # its pretrain key
 
 
-def _seed_cfg(cfg: DictConfig, seed: int) -> DictConfig:
-    out = copy.deepcopy(cfg)
-    out.pretrain.seed = seed
-    return out
-
-
 def find_pretrained(cfg: DictConfig) -> PretrainResult | None:
     """`run_pretrain`'s result for ``cfg`` if it needs no training (shipped or cached), else None."""
     key = pretrain_key(cfg.pretrain, cfg.classifier.model, seed=int(cfg.pretrain.seed))
@@ -264,7 +257,7 @@ def find_pretrained(cfg: DictConfig) -> PretrainResult | None:
 def pretrained_networks(cfg: DictConfig, count: int, *, device: str) -> list[Network]:
     """The networks of ``pretrain.seed + 0 .. count - 1``, pretraining the missing ones (one after another)."""
     base = int(cfg.pretrain.seed)
-    found = {seed: find_pretrained(_seed_cfg(cfg, seed)) for seed in range(base, base + count)}
+    found = {seed: find_pretrained(seed_config(cfg, seed)) for seed in range(base, base + count)}
     missing = [s for s, r in found.items() if r is None]
     if missing:
         source = instantiate(cfg.pretrain.data)
@@ -283,7 +276,7 @@ def pretrained_networks(cfg: DictConfig, count: int, *, device: str) -> list[Net
                     resolve_device(device), t.epochs, Path(str(cfg.cache_dir)) / "pretrain")
         for i, seed in enumerate(missing, 1):
             log.warning("evaluate: pretraining network %d of %d (pretrain.seed=%d)", i, len(missing), seed)
-            found[seed] = run_pretrain(_seed_cfg(cfg, seed), device=device)
+            found[seed] = run_pretrain(seed_config(cfg, seed), device=device)
     return [Network(Path(r.weights), seed, r.source, r.key) for seed, r in found.items()]
 
 

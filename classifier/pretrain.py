@@ -25,6 +25,7 @@ checks that doing so reproduces the shipped numbers).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -302,6 +303,32 @@ def run_pretrain(cfg: DictConfig, *, device: str, progress: bool = True) -> Pret
     return PretrainResult(weights, key, metrics, "trained")
 
 
+def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """``cfg`` with ``pretrain.seed`` set to ``seed`` (one of several pretrained networks)."""
+    out = copy.deepcopy(cfg)
+    out.pretrain.seed = seed
+    return out
+
+
+def network_seeds(pretrain_cfg: DictConfig) -> list[int]:
+    """``pretrain.seed``, ``+1``, ... : the seeds of the ``pretrain.networks`` distinct pretrained networks."""
+    base, count = int(pretrain_cfg.seed), int(pretrain_cfg.networks)
+    if count < 1:
+        raise ConfigError(f"pretrain.networks must be an integer >= 1, got {count}")
+    return list(range(base, base + count))
+
+
+def run_pretrain_networks(cfg: DictConfig, *, device: str, progress: bool = True) -> list[PretrainResult]:
+    """`run_pretrain` for every seed of `network_seeds` (shipped, cached or trained one after another)."""
+    seeds = network_seeds(cfg.pretrain)
+    results = []
+    for i, seed in enumerate(seeds, 1):
+        if len(seeds) > 1:
+            log.info("pretrain: network %d of %d (pretrain.seed=%d)", i, len(seeds), seed)
+        results.append(run_pretrain(seed_config(cfg, seed), device=device, progress=progress))
+    return results
+
+
 def _curve(losses: list[float], points: int = 100) -> list[list[float]]:
     """``[[iteration, mean loss], ...]``: the loss averaged over ``points`` equal spans (for plots and README)."""
     if not losses:
@@ -350,21 +377,36 @@ def _main(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     world = distributed.init_from_env(str(cfg.device))
     try:
-        result = run_pretrain(cfg, device=world.device if world.distributed else str(cfg.device))
-        if cfg.ship and world.is_main:
-            print(f"shipped as {ship(result)}")
+        results = run_pretrain_networks(cfg, device=world.device if world.distributed else str(cfg.device))
         if world.is_main:
-            shutil.copyfile(result.weights, out_dir / WEIGHTS_NAME)
-            atomic.write_json(out_dir / METRICS_NAME, result.metrics)
-            curve = result.weights.parent / CURVE_NAME
-            if curve.is_file():
-                shutil.copyfile(curve, out_dir / CURVE_NAME)
-            print(f"pretrain ({result.source}): top-1 error {result.metrics['top1_error']:.4f}, "
-                  f"top-5 error {result.metrics['top5_error']:.4f} on {result.metrics['split']}\n"
-                  f"weights: {out_dir / WEIGHTS_NAME} (classifier.model.weights=...)", flush=True)
+            for j, result in enumerate(results):
+                if cfg.ship:
+                    print(f"shipped as {ship(result)}")
+                # Network 0 keeps the plain names (model.pt, ...); the others get their index: model_1.pt, ...
+                suffix = "" if j == 0 else f"_{j}"
+                weights = out_dir / WEIGHTS_NAME.replace(".pt", f"{suffix}.pt")
+                shutil.copyfile(result.weights, weights)
+                curve = result.weights.parent / CURVE_NAME
+                if curve.is_file():
+                    shutil.copyfile(curve, out_dir / CURVE_NAME.replace(".png", f"{suffix}.png"))
+                print(f"pretrain ({result.source}, pretrain.seed={network_seeds(cfg.pretrain)[j]}): top-1 error "
+                      f"{result.metrics['top1_error']:.4f}, top-5 error {result.metrics['top5_error']:.4f} on "
+                      f"{result.metrics['split']}\nweights: {weights} (classifier.model.weights=...)", flush=True)
+            atomic.write_json(out_dir / METRICS_NAME, metrics_of(results))
     finally:
         distributed.cleanup()
-    return result.metrics
+    return metrics_of(results)
+
+
+def metrics_of(results: list[PretrainResult]) -> dict[str, Any]:
+    """Network 0's metrics, plus ``networks`` (`network_summaries`)."""
+    return {**results[0].metrics, "networks": network_summaries(results)}
+
+
+def network_summaries(results: list[PretrainResult]) -> list[dict[str, Any]]:
+    """Key, source, top-1 and top-5 error of each pretrained network."""
+    return [{"key": r.key, "source": r.source, "top1_error": r.metrics["top1_error"],
+             "top5_error": r.metrics["top5_error"]} for r in results]
 
 
 def main() -> None:

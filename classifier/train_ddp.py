@@ -78,7 +78,7 @@ def train_members_ddp(cfg: DictConfig, world: distributed.World) -> dict[int, Pa
                                     merge_order=cfg.proposals.merge.order)
     paths = {}
     for k in settings.member_ids:
-        _, key = train_member(init.classifier, train=train, proposals=proposals.boxes, proposals_key=proposals.key,
+        _, key = train_member(init.for_member(k), train=train, proposals=proposals.boxes, proposals_key=proposals.key,
                               shared_seed=shared_seed(int(cfg.seed)),
                               seed=member_seed(int(cfg.seed), k), cache_dir=cache_dir, device=world.device)
         paths[k] = Path(cache_dir) / "members" / key / "model.pt"

@@ -69,8 +69,11 @@ def summary_text(metrics: dict[str, Any], out_dir: Path) -> str:
         lines.append(f"random-score baseline mAP: {metrics['random_scores_mAP']:.4f} (same proposals, no classifier)")
     if metrics.get("pretrain"):
         pre = metrics["pretrain"]
-        lines.append(f"pretrained network ({pre['source']}): top-1 error {pre['top1_error']:.4f}, "
-                     f"top-5 error {pre['top5_error']:.4f} (classification val)")
+        networks = pre.get("networks") or [pre]
+        for j, net in enumerate(networks):
+            name = "pretrained network" + (f" {j}" if len(networks) > 1 else "")
+            lines.append(f"{name} ({net['source']}): top-1 error {net['top1_error']:.4f}, "
+                         f"top-5 error {net['top5_error']:.4f} (classification val)")
     for source, p in metrics.get("proposals", {}).items():
         lines.append(f"proposals {source:>9}: {p['per_image']:7.1f}/image, coverage {p['coverage']:.3f}, "
                      f"recall@0.5 {p['recall_50']:.3f}")

@@ -18,6 +18,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from classifier.pretrain import network_summaries
 from detect import atomic
 from detect.ensemble import EnsembleSettings, member_seed, shared_seed
 from detect.errors import ConfigError
@@ -110,16 +111,17 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     member_keys: list[str] = []
     for k in settings.member_ids:
         seed = member_seed(int(cfg.seed), k)
+        member_cfg = init.for_member(k)  # pretrained network k mod pretrain.networks
         with timer("train"):
-            model, key = train_member(classifier_cfg, train=train, proposals=train_props.boxes,
+            model, key = train_member(member_cfg, train=train, proposals=train_props.boxes,
                                       shared_seed=shared_seed(int(cfg.seed)),
                                       proposals_key=train_props.key, seed=seed, cache_dir=cache_dir,
                                       device=str(cfg.device))
-            svm, bbox_reg = fit_post_classifiers(model, classifier_cfg, member_key=key, train=train,
+            svm, bbox_reg = fit_post_classifiers(model, member_cfg, member_key=key, train=train,
                                                  proposals=train_props.boxes, seed=seed, cache_dir=cache_dir,
                                                  device=str(cfg.device))
         with timer("score"):
-            scores, refined = score_member(model, classifier_cfg, member_key=key, dataset=val,
+            scores, refined = score_member(model, member_cfg, member_key=key, dataset=val,
                                            proposals=val_props.boxes, proposals_key=val_props.key,
                                            cache_dir=cache_dir, device=str(cfg.device), svm=svm, bbox_reg=bbox_reg)
         member_scores.append(scores)
@@ -160,7 +162,9 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "proposals": report,
         **({"pretrain": {"top1_error": init.pretrain.metrics["top1_error"],
                          "top5_error": init.pretrain.metrics["top5_error"], "source": init.pretrain.source,
-                         "key": init.pretrain.key}} if init.pretrain is not None else {}),
+                         "key": init.pretrain.key,
+                         "networks": network_summaries(init.pretrained)}}
+           if init.pretrain is not None else {}),
         "init": str(cfg.classifier.init),
         "timing_s": timer.seconds,
         "n_detections": metrics["n_detections"],

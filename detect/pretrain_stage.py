@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from classifier.pretrain import PretrainResult, run_pretrain
+from classifier.pretrain import PretrainResult, run_pretrain, run_pretrain_networks
 from detect.errors import ConfigError
 
 INITS = ("pretrained", "scratch", "weights")
@@ -15,12 +15,24 @@ INITS = ("pretrained", "scratch", "weights")
 
 @dataclass(frozen=True)
 class Initialisation:
-    """``classifier`` config whose ``model.weights`` is the starting point, and the pretraining result
-    behind it (None for ``scratch`` and ``weights``)."""
+    """``classifier`` config whose ``model.weights`` is the starting point (of MultiBox and member 0), and the
+    pretraining result behind it (None for ``scratch`` and ``weights``); with ``pretrain.networks`` > 1,
+    ``networks`` holds one config per pretrained network and member k starts from network k mod their count."""
 
     classifier: DictConfig
     weights: Path | None
     pretrain: PretrainResult | None
+    networks: tuple[tuple[DictConfig, PretrainResult | None], ...] = ()
+
+    def for_member(self, member: int) -> DictConfig:
+        """The ``classifier`` config ensemble member ``member`` fine-tunes from."""
+        if not self.networks:
+            return self.classifier
+        return self.networks[member % len(self.networks)][0]
+
+    @property
+    def pretrained(self) -> list[PretrainResult]:
+        return [result for _, result in self.networks if result is not None]
 
 
 def check_init(classifier: DictConfig) -> None:
@@ -43,9 +55,9 @@ def initialise(cfg: DictConfig, *, device: str) -> Initialisation:
         return Initialisation(cfg.classifier, None, None)
     if cfg.classifier.init == "weights":
         return Initialisation(cfg.classifier, Path(str(cfg.classifier.model.weights)), None)
-    result = run_pretrain(cfg, device=device)
-    classifier = OmegaConf.merge(cfg.classifier, {"model": {"weights": str(result.weights)}})
-    return Initialisation(classifier, result.weights, result)
+    results = run_pretrain_networks(cfg, device=device)
+    networks = tuple((OmegaConf.merge(cfg.classifier, {"model": {"weights": str(r.weights)}}), r) for r in results)
+    return Initialisation(networks[0][0], results[0].weights, results[0], networks)
 
 
 def multibox_init_weights(cfg: DictConfig, *, device: str) -> Path | None:
@@ -56,4 +68,6 @@ def multibox_init_weights(cfg: DictConfig, *, device: str) -> Path | None:
     mb = cfg.proposals.multibox
     if mb.top_k == 0 or mb.get("init") != "pretrained":
         return None
+    if cfg.classifier.get("init") == "pretrained":
+        return run_pretrain(cfg, device=device).weights  # network 0 (pretrain.seed): the others are the members'
     return initialise(cfg, device=device).weights

@@ -375,6 +375,7 @@ CLASSIFIER = group(
 PRETRAIN = group(
     data=Variants(PRETRAIN_READERS, "pretrain/data=synthetic|cls_loc|image_folder"),
     seed=SEED,
+    networks=integer(1),
     use_shipped=boolean(),
     train=group(
         epochs=positive(), batch_size=integer(1), lr=positive(), momentum=MOMENTUM, weight_decay=number(0),

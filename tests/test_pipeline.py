@@ -258,3 +258,20 @@ def test_shared_fine_tuning_is_trained_once_and_members_still_differ(first_run):
     assert len(shared_keys) == 1
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(set(metrics["members"])) == 2 and shared_keys.isdisjoint(metrics["members"])
+
+
+def test_members_alternate_between_separately_pretrained_networks(first_run):
+    """pretrain.networks=2: two pretrained networks (seeds 0 and 1); member 0 fine-tunes network 0 as before
+    (the same cached member), member 1 fine-tunes network 1 (a new member)."""
+    tmp, out = first_run
+    base = json.loads((out / "metrics.json").read_text())
+    run = tmp / "run_two_networks"
+    _run(f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}", "pretrain.networks=2")
+    metrics = json.loads((run / "metrics.json").read_text())
+    networks = metrics["pretrain"]["networks"]
+    assert len(networks) == 2 and networks[0]["key"] == base["pretrain"]["key"] != networks[1]["key"]
+    assert networks[0]["source"] == "cache" and networks[1]["source"] == "trained"
+    assert metrics["members"][0] == base["members"][0] and metrics["members"][1] != base["members"][1]
+    assert (tmp / "cache" / "pretrain" / networks[1]["key"] / "model.pt").is_file()
+    # MultiBox starts from network 0 either way: the same proposals.
+    assert metrics["multibox"] == base["multibox"]

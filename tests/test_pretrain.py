@@ -214,34 +214,42 @@ def test_shipped_weights_match_their_record():
 
 
 def test_the_default_run_uses_the_shipped_weights():
-    """The shipped file is the one the demo config asks for: same key (the config that made it)."""
+    """The shipped files are the ones the demo config asks for, one per pretrained network: same keys (the config
+    that made them), and nothing else is shipped."""
     from hydra import compose, initialize_config_dir
 
-    from classifier.pretrain import SHIPPED_DIR, pretrain_key
+    from classifier.pretrain import SHIPPED_DIR, network_seeds, pretrain_key
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(str(conf), version_base="1.3"):
         cfg = compose(config_name="config")
-    key = pretrain_key(cfg.pretrain, cfg.classifier.model, seed=int(cfg.pretrain.seed))
-    assert (SHIPPED_DIR / f"{key}.pt").is_file() and cfg.pretrain.use_shipped and cfg.classifier.init == "pretrained"
+    keys = {pretrain_key(cfg.pretrain, cfg.classifier.model, seed=s) for s in network_seeds(cfg.pretrain)}
+    assert cfg.pretrain.use_shipped and cfg.classifier.init == "pretrained"
+    assert keys == {path.stem for path in SHIPPED_DIR.glob("*.pt")}
 
 
 @pytest.mark.slow
 def test_shipped_weights_reproduce_their_recorded_errors(tmp_path):
-    """The shipped network, evaluated on the regenerated synthetic CLS val split, gives exactly the recorded
-    top-1/top-5 errors (retraining it is benchmarks/pretrain_reproduce.py: ~20 min)."""
+    """Each shipped network, evaluated on the regenerated synthetic CLS val split, gives exactly its recorded
+    top-1/top-5 errors (retraining them is benchmarks/pretrain_reproduce.py: ~25 min per network)."""
     from hydra import compose, initialize_config_dir
 
-    from classifier.pretrain import SHIPPED_DIR, pretrain_key
+    from classifier.pretrain import network_seeds, pretrain_key
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(str(conf), version_base="1.3"):
         cfg = compose(config_name="pretrain", overrides=[f"cache_dir={tmp_path}"])
-    key = pretrain_key(cfg.pretrain, cfg.classifier.model, seed=int(cfg.pretrain.seed))
-    record = json.loads((SHIPPED_DIR / f"{key}.json").read_text())
     source = SyntheticClsSource(**{k: v for k, v in OmegaConf.to_container(cfg.pretrain.data, resolve=True).items()
                                    if k != "_target_"} | {"images_per_class": {"val": 50, "train": 1}})
     val = source.load("val")
+    for seed in network_seeds(cfg.pretrain):
+        _check_recorded_errors(pretrain_key(cfg.pretrain, cfg.classifier.model, seed=seed), val, cfg)
+
+
+def _check_recorded_errors(key, val, cfg):
+    from classifier.pretrain import SHIPPED_DIR
+
+    record = json.loads((SHIPPED_DIR / f"{key}.json").read_text())
     model = build_classifier("googlenet", num_classes=val.num_classes, width=cfg.classifier.model.width,
                              input_size=cfg.classifier.model.input_size, batch_norm=True,
                              weights=str(SHIPPED_DIR / f"{key}.pt"))
@@ -253,3 +261,25 @@ def test_shipped_weights_reproduce_their_recorded_errors(tmp_path):
     assert errors[5] == pytest.approx(record["top5_error"], abs=1e-9)
     # Far better than chance on 48 classes (top-1 error 0.979, top-5 0.896).
     assert record["top1_error"] < 0.75 and record["top5_error"] < 0.3
+
+
+@pytest.mark.slow
+def test_the_app_trains_every_network_of_pretrain_networks(tmp_path):
+    """`python -m classifier.pretrain pretrain.networks=2`: two networks (seeds 0 and 1), both cached, written
+    as model.pt / model_1.pt, and both listed in metrics.json."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "classifier.pretrain", "profile=tiny", "pretrain.networks=2",
+                           f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"], cwd=repo,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    keys = [n["key"] for n in metrics["networks"]]
+    assert len(set(keys)) == 2 and metrics["key"] == keys[0]
+    assert all((tmp_path / "cache" / "pretrain" / k / "model.pt").is_file() for k in keys)
+    first, second = (torch.load(run / name, weights_only=True) for name in ("model.pt", "model_1.pt"))
+    assert first.keys() == second.keys() and not torch.equal(first["fc.weight"], second["fc.weight"])
+    assert "pretrain.seed=1" in proc.stdout
