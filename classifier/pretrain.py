@@ -362,6 +362,8 @@ def plot_training_curve(path: Path, history: dict[str, list[float]]) -> None:
 def ship(result: PretrainResult) -> Path:
     """Copy trained weights and metrics into ``classifier/pretrained/<key>.{pt,json}`` (the shipped set)."""
     SHIPPED_DIR.mkdir(exist_ok=True)
+    if result.source == "shipped":  # already there (shipping again a config of several networks)
+        return SHIPPED_DIR / f"{result.key}.pt"
     shutil.copyfile(result.weights, SHIPPED_DIR / f"{result.key}.pt")
     atomic.write_json(SHIPPED_DIR / f"{result.key}.json",
                       {**result.metrics, "sha256_16": file_digest(SHIPPED_DIR / f"{result.key}.pt")})

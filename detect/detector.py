@@ -200,16 +200,15 @@ def _rebuild_multibox_key(cfg: DictConfig, *, device: str) -> str:
     functions on the run's training split (cache hits when the run's cache is there)."""
     from hydra.utils import instantiate
 
-    from detect.pretrain_stage import initialise
+    from detect.pretrain_stage import multibox_init_weights
     from detect.proposal_stage import build_sources
 
     log.warning("run metrics do not record the MultiBox key; rebuilding it from the training split "
                 "(from the cache; trains if the cache lacks it)")
     source = instantiate(cfg.data)
     train = source.load(source.train_split)
-    init = initialise(cfg, device=device)
     sources = build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=int(cfg.seed),
-                            init_weights=init.weights)
+                            init_weights=multibox_init_weights(cfg, device=device))
     return sources["multibox"].network_key
 
 

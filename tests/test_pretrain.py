@@ -283,3 +283,23 @@ def test_the_app_trains_every_network_of_pretrain_networks(tmp_path):
     first, second = (torch.load(run / name, weights_only=True) for name in ("model.pt", "model_1.pt"))
     assert first.keys() == second.keys() and not torch.equal(first["fc.weight"], second["fc.weight"])
     assert "pretrain.seed=1" in proc.stdout
+
+
+def test_shipping_already_shipped_weights_again_keeps_them(monkeypatch, tmp_path):
+    """`ship=true` on a config whose networks are partly shipped already: those stay as they are, the new
+    ones are copied in with their record."""
+    from classifier import pretrain
+
+    monkeypatch.setattr(pretrain, "SHIPPED_DIR", tmp_path / "pretrained")
+    (tmp_path / "pretrained").mkdir()
+    shipped = tmp_path / "pretrained" / "aaaa.pt"
+    torch.save({"w": torch.zeros(2)}, shipped)
+    before = shipped.read_bytes()
+    metrics = {"top1_error": 0.5, "top5_error": 0.1, "key": "aaaa"}
+    assert pretrain.ship(pretrain.PretrainResult(shipped, "aaaa", metrics, "shipped")) == shipped
+    assert shipped.read_bytes() == before
+    cached = tmp_path / "cache_model.pt"
+    torch.save({"w": torch.ones(2)}, cached)
+    new = pretrain.ship(pretrain.PretrainResult(cached, "bbbb", {**metrics, "key": "bbbb"}, "cache"))
+    assert new.read_bytes() == cached.read_bytes()
+    assert json.loads(new.with_suffix(".json").read_text())["key"] == "bbbb"
