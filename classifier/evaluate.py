@@ -42,8 +42,8 @@ from tqdm import tqdm
 from classifier.cls_batches import decode
 from classifier.crops import SCHEMES, crop_boxes, render_crops, short_sides
 from classifier.googlenet import AUX_KEYS
-from classifier.pretrain import (METRICS_NAME, SHIPPED_DIR, WEIGHTS_NAME, PretrainResult, estimate_seconds,
-                                 iterations_for, pretrain_key, run_pretrain, seed_config, topk_errors)
+from classifier.pretrain import (METRICS_NAME, estimate_seconds, find_pretrained, iterations_for, run_pretrain,
+                                 seed_config, topk_errors)
 from classifier.score import resolve_device
 from classifier.weights import load_weights, read_state_dict
 from detect import atomic
@@ -239,19 +239,6 @@ class Network:
     seed: int | None  # pretrain.seed that made it (None: a user's file)
     source: str       # shipped | cache | trained | file
     key: str | None   # its pretrain key
-
-
-def find_pretrained(cfg: DictConfig) -> PretrainResult | None:
-    """`run_pretrain`'s result for ``cfg`` if it needs no training (shipped or cached), else None."""
-    key = pretrain_key(cfg.pretrain, cfg.classifier.model, seed=int(cfg.pretrain.seed))
-    if cfg.pretrain.use_shipped and (SHIPPED_DIR / f"{key}.pt").is_file() and (SHIPPED_DIR / f"{key}.json").is_file():
-        return PretrainResult(SHIPPED_DIR / f"{key}.pt", key,
-                              json.loads((SHIPPED_DIR / f"{key}.json").read_text(encoding="utf-8")), "shipped")
-    stage = Path(str(cfg.cache_dir)) / "pretrain" / key
-    if (stage / WEIGHTS_NAME).is_file() and (stage / METRICS_NAME).is_file():
-        return PretrainResult(stage / WEIGHTS_NAME, key,
-                              json.loads((stage / METRICS_NAME).read_text(encoding="utf-8")), "cache")
-    return None
 
 
 def pretrained_networks(cfg: DictConfig, count: int, *, device: str) -> list[Network]:

@@ -220,12 +220,19 @@ def pretrain_key(pretrain_cfg: DictConfig, model_cfg: DictConfig, *, seed: int) 
     return config_hash("pretrain", data, _model_cfg(model_cfg), train, cfg["augment"], seed)
 
 
-def _shipped(key: str) -> PretrainResult | None:
-    meta = SHIPPED_DIR / f"{key}.json"
-    weights = SHIPPED_DIR / f"{key}.pt"
-    if not (meta.is_file() and weights.is_file()):
-        return None
-    return PretrainResult(weights, key, json.loads(meta.read_text(encoding="utf-8")), "shipped")
+def find_pretrained(cfg: DictConfig) -> PretrainResult | None:
+    """`run_pretrain`'s result for ``cfg`` if it needs no training: the shipped weights when
+    ``pretrain.use_shipped`` and they match the key, else the cached result, else None."""
+    key = pretrain_key(cfg.pretrain, cfg.classifier.model, seed=int(cfg.pretrain.seed))
+    if cfg.pretrain.use_shipped:
+        weights, meta = SHIPPED_DIR / f"{key}.pt", SHIPPED_DIR / f"{key}.json"
+        if weights.is_file() and meta.is_file():
+            return PretrainResult(weights, key, json.loads(meta.read_text(encoding="utf-8")), "shipped")
+    stage = Path(str(cfg.cache_dir)) / "pretrain" / key
+    weights, meta = stage / WEIGHTS_NAME, stage / METRICS_NAME
+    if weights.is_file() and meta.is_file():
+        return PretrainResult(weights, key, json.loads(meta.read_text(encoding="utf-8")), "cache")
+    return None
 
 
 def estimate_seconds(iterations: int, batch_size: int, model: nn.Module, device: str) -> float:
@@ -252,16 +259,14 @@ def run_pretrain(cfg: DictConfig, *, device: str, progress: bool = True) -> Pret
     result, else trains (resuming a killed run) and caches.
     """
     pcfg = cfg.pretrain
+    found = find_pretrained(cfg)
+    if found is not None:
+        if found.source == "shipped":
+            log.info("pretrain: shipped weights %s (top-1 error %.3f)", found.weights, found.metrics["top1_error"])
+        return found
     key = pretrain_key(pcfg, cfg.classifier.model, seed=int(pcfg.seed))
-    if pcfg.use_shipped:
-        shipped = _shipped(key)
-        if shipped is not None:
-            log.info("pretrain: shipped weights %s (top-1 error %.3f)", shipped.weights, shipped.metrics["top1_error"])
-            return shipped
     stage = Path(str(cfg.cache_dir)) / "pretrain" / key
     weights, metrics_path = stage / WEIGHTS_NAME, stage / METRICS_NAME
-    if weights.is_file() and metrics_path.is_file():
-        return PretrainResult(weights, key, json.loads(metrics_path.read_text(encoding="utf-8")), "cache")
 
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -380,8 +385,9 @@ def _main(cfg: DictConfig) -> dict[str, Any]:
     world = distributed.init_from_env(str(cfg.device))
     try:
         results = run_pretrain_networks(cfg, device=world.device if world.distributed else str(cfg.device))
+        metrics = metrics_of(results)
         if world.is_main:
-            for j, result in enumerate(results):
+            for j, (seed, result) in enumerate(zip(network_seeds(cfg.pretrain), results)):
                 if cfg.ship:
                     print(f"shipped as {ship(result)}")
                 # Network 0 keeps the plain names (model.pt, ...); the others get their index: model_1.pt, ...
@@ -391,13 +397,13 @@ def _main(cfg: DictConfig) -> dict[str, Any]:
                 curve = result.weights.parent / CURVE_NAME
                 if curve.is_file():
                     shutil.copyfile(curve, out_dir / CURVE_NAME.replace(".png", f"{suffix}.png"))
-                print(f"pretrain ({result.source}, pretrain.seed={network_seeds(cfg.pretrain)[j]}): top-1 error "
+                print(f"pretrain ({result.source}, pretrain.seed={seed}): top-1 error "
                       f"{result.metrics['top1_error']:.4f}, top-5 error {result.metrics['top5_error']:.4f} on "
                       f"{result.metrics['split']}\nweights: {weights} (classifier.model.weights=...)", flush=True)
-            atomic.write_json(out_dir / METRICS_NAME, metrics_of(results))
+            atomic.write_json(out_dir / METRICS_NAME, metrics)
     finally:
         distributed.cleanup()
-    return metrics_of(results)
+    return metrics
 
 
 def metrics_of(results: list[PretrainResult]) -> dict[str, Any]:

@@ -160,11 +160,9 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "members_mAP": members_map,
         "random_scores_mAP": random_map,
         "proposals": report,
-        **({"pretrain": {"top1_error": init.pretrain.metrics["top1_error"],
-                         "top5_error": init.pretrain.metrics["top5_error"], "source": init.pretrain.source,
-                         "key": init.pretrain.key,
-                         "networks": network_summaries(init.pretrained)}}
-           if init.pretrain is not None else {}),
+        # Network 0's key, source and errors (the one MultiBox starts from), and every network's.
+        **({"pretrain": {**network_summaries(init.pretrained)[0], "networks": network_summaries(init.pretrained)}}
+           if init.pretrained else {}),
         "init": str(cfg.classifier.init),
         "timing_s": timer.seconds,
         "n_detections": metrics["n_detections"],

@@ -15,24 +15,21 @@ INITS = ("pretrained", "scratch", "weights")
 
 @dataclass(frozen=True)
 class Initialisation:
-    """``classifier`` config whose ``model.weights`` is the starting point (of MultiBox and member 0), and the
-    pretraining result behind it (None for ``scratch`` and ``weights``); with ``pretrain.networks`` > 1,
-    ``networks`` holds one config per pretrained network and member k starts from network k mod their count."""
+    """``classifier`` config whose ``model.weights`` is the starting point (of MultiBox and member 0); with
+    ``classifier.init=pretrained``, ``member_classifiers`` and ``pretrained`` hold one config and one
+    pretraining result per pretrained network (``pretrain.networks``; empty for ``scratch`` and ``weights``),
+    and member k starts from network k mod their count."""
 
     classifier: DictConfig
     weights: Path | None
-    pretrain: PretrainResult | None
-    networks: tuple[tuple[DictConfig, PretrainResult | None], ...] = ()
+    member_classifiers: tuple[DictConfig, ...] = ()
+    pretrained: tuple[PretrainResult, ...] = ()
 
     def for_member(self, member: int) -> DictConfig:
         """The ``classifier`` config ensemble member ``member`` fine-tunes from."""
-        if not self.networks:
+        if not self.member_classifiers:
             return self.classifier
-        return self.networks[member % len(self.networks)][0]
-
-    @property
-    def pretrained(self) -> list[PretrainResult]:
-        return [result for _, result in self.networks if result is not None]
+        return self.member_classifiers[member % len(self.member_classifiers)]
 
 
 def check_init(classifier: DictConfig) -> None:
@@ -52,12 +49,12 @@ def initialise(cfg: DictConfig, *, device: str) -> Initialisation:
     """Resolve ``classifier.init``: pretrain (or take the shipped/cached weights), a user's file, or nothing."""
     check_init(cfg.classifier)
     if cfg.classifier.init == "scratch":
-        return Initialisation(cfg.classifier, None, None)
+        return Initialisation(cfg.classifier, None)
     if cfg.classifier.init == "weights":
-        return Initialisation(cfg.classifier, Path(str(cfg.classifier.model.weights)), None)
-    results = run_pretrain_networks(cfg, device=device)
-    networks = tuple((OmegaConf.merge(cfg.classifier, {"model": {"weights": str(r.weights)}}), r) for r in results)
-    return Initialisation(networks[0][0], results[0].weights, results[0], networks)
+        return Initialisation(cfg.classifier, Path(str(cfg.classifier.model.weights)))
+    results = tuple(run_pretrain_networks(cfg, device=device))
+    configs = tuple(OmegaConf.merge(cfg.classifier, {"model": {"weights": str(r.weights)}}) for r in results)
+    return Initialisation(configs[0], results[0].weights, configs, results)
 
 
 def multibox_init_weights(cfg: DictConfig, *, device: str) -> Path | None:
