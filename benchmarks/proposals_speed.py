@@ -154,7 +154,7 @@ def multibox_images_per_s(images: list[np.ndarray], **net) -> float:
     model = MultiBoxNet(batch_norm=True, **net).eval()
     shapes = np.random.default_rng(0).uniform(0.1, 0.9, (net["num_shapes"], 2))
     proposer = MultiBoxProposer(model=model, priors=grid_priors(shapes, model.grid).astype(np.float32),
-                                network_key="benchmark", top_k=200, nms_iou=0.7, min_size=2,
+                                network_key="benchmark", offset_units="prior", top_k=200, nms_iou=0.7, min_size=2,
                                 pixel_mean=(0.485, 0.456, 0.406), pixel_std=(0.229, 0.224, 0.225))
     proposer(images[0])
     best = float("inf")

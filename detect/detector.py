@@ -313,7 +313,10 @@ def _multibox(files: MultiBoxFiles, mb: dict) -> MultiBoxProposer:
                         batch_norm=mb["batch_norm"], feature_layer=mb["feature_layer"])
     load_weights(model, files.weights)
     priors = _load_priors(files.priors, model.num_priors)
-    return MultiBoxProposer(model=model.eval(), priors=priors, network_key=files.key, top_k=mb["top_k"],
+    # Detectors exported before offset_units existed regressed in image units.
+    offset_units = mb.get("offset_units", "image")
+    return MultiBoxProposer(model=model.eval(), priors=priors, network_key=files.key, offset_units=offset_units,
+                            top_k=mb["top_k"],
                             nms_iou=mb["nms_iou"], min_size=mb["min_size"], pixel_mean=tuple(mb["pixel_mean"]),
                             pixel_std=tuple(mb["pixel_std"]))
 

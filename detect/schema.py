@@ -211,6 +211,8 @@ TRUNK_LAYERS = ("stem", "inception3a", "inception3b", "maxpool3", "inception4a",
                 "inception4d", "inception4e", "maxpool4", "inception5a", "inception5b")
 INITS = ("pretrained", "scratch", "weights")
 MULTIBOX_INITS = ("pretrained", "scratch")
+OFFSET_UNITS = ("image", "prior")
+CONFIDENCE_LOSSES = ("logistic", "focal")
 MODES = ("warp", "roi")
 RUNTIMES = ("torch", "onnx")
 LR_SCHEDULES = ("step", "poly")
@@ -314,7 +316,8 @@ MULTIBOX = group(
     top_k=integer(0), nms_iou=IOU, min_size=number(0), num_shapes=integer(1), init=choice(*MULTIBOX_INITS),
     width=positive(), input_size=integer(1), batch_norm=boolean(), feature_layer=choice(*TRUNK_LAYERS),
     iterations=integer(1), batch_size=integer(1), lr=positive(), momentum=MOMENTUM, weight_decay=number(0),
-    alpha=number(0), extra_match_iou=number(0, 1, low_open=True, null=True), pos_weight=positive(),
+    alpha=number(0), extra_match_iou=number(0, 1, low_open=True, null=True), offset_units=choice(*OFFSET_UNITS),
+    confidence_loss=choice(*CONFIDENCE_LOSSES), pos_weight=positive(), focal_alpha=number(0, 1), focal_gamma=number(0),
     checkpoint_every=integer(1), pixel_mean=RGB, pixel_std=RGB_STD,
 )
 PROPOSALS = group(

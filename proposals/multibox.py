@@ -8,12 +8,20 @@ K boxes, each as an offset from a prior, with a confidence per box.
   bipartite matching on prior/ground-truth IoU (`match_priors`): repeatedly
   take the highest-IoU (prior, box) pair and remove both; optionally (SSD-style)
   every other prior with IoU >= ``extra_match_iou`` is matched to its best box.
+* Offsets (`encode_offsets`, `decode_offsets`): each box corner's offset from the
+  prior's, in normalised image units (``offset_units="image"``, Erhan et al.) or in
+  units of the prior's width and height (``"prior"``, as SSD and Faster R-CNN scale
+  them), so that a 2-pixel error on an 8-pixel object costs as much as a 20-pixel
+  error on an 80-pixel one instead of nearly nothing.
 * Loss (`multibox_loss`): ``alpha * location + confidence``; location = smooth L1
   between predicted and target offsets of matched priors (summed over coordinates,
-  averaged over matches), confidence = logistic loss with target 1 for matched
-  priors and 0 for the others (averaged over priors).  ``alpha = 0.3`` as in
-  Erhan et al.: the location term is summed over 4 coordinates, so it would
-  otherwise dominate the per-prior confidence term.
+  averaged over matches); confidence has target 1 for matched priors and 0 for
+  the others, either the logistic loss averaged over priors (``"logistic"``, Erhan
+  et al.) or the focal loss (Lin et al. 2017, `torchvision.ops.sigmoid_focal_loss`)
+  summed over priors and divided by the number of matches (``"focal"``): with
+  ~1,600 priors and a few matches per image, the logistic loss is dominated by
+  easy background priors and ranks the boxes badly.  ``alpha = 0.3`` as in
+  Erhan et al.: the location term is summed over 4 coordinates.
 * Inference (`MultiBoxProposer`): decode, clip to the image, NMS, keep ``top_k``.
 
 Boxes are float ``(N, 4)`` xyxy throughout; "normalised" means divided by the
@@ -28,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes, sigmoid_focal_loss
 
 from classifier.googlenet import TRUNK_LAYERS, GoogLeNet
 from detect.errors import ConfigError
@@ -72,6 +80,31 @@ def grid_priors(shapes: np.ndarray, grid: int) -> np.ndarray:
     return np.concatenate([c - half, c + half], -1).reshape(-1, 4)
 
 
+# How offsets are measured (`encode_offsets`): normalised image units, or the prior's width/height.
+OFFSET_UNITS = ("image", "prior")
+# The confidence term of `multibox_loss`.
+CONFIDENCE_LOSSES = ("logistic", "focal")
+
+
+def _offset_scale(priors: Tensor, offset_units: str) -> Tensor:
+    """``(K, 4)`` divisor of each prior's corner offsets: 1, or the prior's ``(w, h, w, h)``."""
+    if offset_units == "image":
+        return torch.ones_like(priors)
+    if offset_units == "prior":
+        return (priors[:, 2:] - priors[:, :2]).repeat(1, 2)
+    raise ConfigError(f"proposals.multibox.offset_units must be one of {', '.join(OFFSET_UNITS)}, got {offset_units!r}")
+
+
+def encode_offsets(boxes: Tensor, priors: Tensor, *, offset_units: str) -> Tensor:
+    """Regression targets: ``(K, 4)`` xyxy boxes relative to their ``(K, 4)`` xyxy priors (same frame)."""
+    return (boxes - priors) / _offset_scale(priors, offset_units)
+
+
+def decode_offsets(offsets: Tensor, priors: Tensor, *, offset_units: str) -> Tensor:
+    """Inverse of `encode_offsets`: ``(..., K, 4)`` offsets and ``(K, 4)`` priors -> ``(..., K, 4)`` xyxy boxes."""
+    return priors + offsets * _offset_scale(priors, offset_units)
+
+
 # A prior that no ground-truth box was assigned to.
 UNMATCHED = -1
 
@@ -110,18 +143,21 @@ def match_priors(priors: Tensor, gt: Tensor, *, extra_match_iou: float | None = 
 
 def multibox_loss(
     offsets: Tensor, logits: Tensor, priors: Tensor, gt_boxes: list[Tensor], *, alpha: float,
-    extra_match_iou: float | None, pos_weight: float,
+    extra_match_iou: float | None, offset_units: str, confidence_loss: str, pos_weight: float,
+    focal_alpha: float, focal_gamma: float,
 ) -> tuple[Tensor, dict[str, float]]:
     """MultiBox matching loss for a batch.
 
     Args:
-        offsets: ``(N, K, 4)`` predicted offsets (normalised units) from ``priors``.
+        offsets: ``(N, K, 4)`` predicted offsets from ``priors`` (in ``offset_units``, see `encode_offsets`).
         logits: ``(N, K)`` confidence logits.
         priors: ``(K, 4)`` normalised xyxy.
         gt_boxes: N tensors ``(G_i, 4)`` of normalised xyxy ground truth.
         alpha: weight of the location term.
         extra_match_iou: see `match_priors`.
-        pos_weight: weight of the matched priors' term in the logistic loss (1 = Erhan et al.).
+        confidence_loss: ``logistic`` (mean over priors; ``pos_weight`` weighs the matched
+            priors, 1 = Erhan et al.) or ``focal`` (sum over priors / number of matches,
+            with ``focal_alpha`` and ``focal_gamma``, Lin et al. 2017).
     Returns:
         ``(loss, {"loc": ..., "conf": ...})``.
     """
@@ -132,9 +168,15 @@ def multibox_loss(
         matched = assignment >= 0
         targets[i, matched] = 1.0
         loc_pred.append(offsets[i, matched])
-        loc_target.append(gt[assignment[matched]] - priors[matched])
-    conf = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(float(pos_weight)))
+        loc_target.append(encode_offsets(gt[assignment[matched]], priors[matched], offset_units=offset_units))
     pred, target = torch.cat(loc_pred), torch.cat(loc_target)
+    if confidence_loss == "logistic":
+        conf = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(float(pos_weight)))
+    elif confidence_loss == "focal":
+        conf = sigmoid_focal_loss(logits, targets, alpha=focal_alpha, gamma=focal_gamma, reduction="sum") / max(len(pred), 1)
+    else:
+        raise ConfigError(f"proposals.multibox.confidence_loss must be one of {', '.join(CONFIDENCE_LOSSES)}, "
+                          f"got {confidence_loss!r}")
     loc = F.smooth_l1_loss(pred, target, reduction="sum", beta=0.1) / max(len(pred), 1)
     loss = alpha * loc + conf
     return loss, {"loc": loc.item(), "conf": conf.item()}
@@ -199,6 +241,7 @@ class MultiBoxProposer:
     model: MultiBoxNet
     priors: np.ndarray
     network_key: str  # cache key of the trained network (for proposal cache keys)
+    offset_units: str  # how the network's offsets are measured (`encode_offsets`)
     top_k: int
     nms_iou: float
     min_size: float
@@ -222,7 +265,8 @@ class MultiBoxProposer:
         with torch.inference_mode():
             offsets, logits = self.model(images_to_tensor(resized[None], pixel_mean=self.pixel_mean,
                                                           pixel_std=self.pixel_std))
-        boxes = (torch.from_numpy(self.priors) + offsets[0]) * torch.tensor([w, h, w, h], dtype=torch.float32)
+        boxes = decode_offsets(offsets[0], torch.from_numpy(self.priors), offset_units=self.offset_units)
+        boxes = boxes * torch.tensor([w, h, w, h], dtype=torch.float32)
         scores = torch.sigmoid(logits[0])
         boxes = clip_boxes_to_image(boxes, (h, w))
         keep = remove_small_boxes(boxes, self.min_size)

@@ -55,7 +55,11 @@ def build_multibox_proposer(
     weight_decay: float,
     alpha: float,
     extra_match_iou: float | None,
+    offset_units: str,
+    confidence_loss: str,
     pos_weight: float,
+    focal_alpha: float,
+    focal_gamma: float,
     checkpoint_every: int,
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
@@ -85,7 +89,8 @@ def build_multibox_proposer(
     training = dict(init=start, num_shapes=num_shapes, feature_layer=feature_layer, width=width, input_size=input_size, batch_norm=batch_norm,
                     iterations=iterations, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,
-                    pos_weight=pos_weight, seed=seed,
+                    offset_units=offset_units, confidence_loss=confidence_loss, pos_weight=pos_weight,
+                    focal_alpha=focal_alpha, focal_gamma=focal_gamma, seed=seed,
                     pixel_mean=list(pixel_mean), pixel_std=list(pixel_std))
     key = config_hash("multibox", dataset_fingerprint(train), training)
     stage_dir = Path(cache_dir) / "multibox" / key
@@ -106,7 +111,8 @@ def build_multibox_proposer(
         images, gt = load_training_images(train.records, input_size=input_size)
         train_multibox(model, priors, images, gt, iterations=iterations, batch_size=batch_size, lr=lr,
                        momentum=momentum, weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,
-                       pos_weight=pos_weight, pixel_mean=tuple(pixel_mean),
+                       offset_units=offset_units, confidence_loss=confidence_loss, pos_weight=pos_weight,
+                       focal_alpha=focal_alpha, focal_gamma=focal_gamma, pixel_mean=tuple(pixel_mean),
                        pixel_std=tuple(pixel_std), seed=seed, checkpoint_path=stage_dir / "checkpoint.pt",
                        checkpoint_every=checkpoint_every, fingerprint={"key": key})
         if distributed.is_main():  # under torchrun every process trained the same network; one writes it
@@ -116,5 +122,5 @@ def build_multibox_proposer(
             with atomic.atomic_path(done) as tmp:
                 torch.save(model.state_dict(), tmp)
     model.eval()
-    return MultiBoxProposer(model=model, priors=priors, network_key=key, top_k=top_k, nms_iou=nms_iou, min_size=min_size,
+    return MultiBoxProposer(model=model, priors=priors, network_key=key, offset_units=offset_units, top_k=top_k, nms_iou=nms_iou, min_size=min_size,
                             pixel_mean=tuple(pixel_mean), pixel_std=tuple(pixel_std))

@@ -63,7 +63,11 @@ def train_multibox(
     weight_decay: float,
     alpha: float,
     extra_match_iou: float | None,
+    offset_units: str,
+    confidence_loss: str,
     pos_weight: float,
+    focal_alpha: float,
+    focal_gamma: float,
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
     seed: int,
@@ -116,7 +120,8 @@ def train_multibox(
             boxes.append(b)
         offsets, logits = net(images_to_tensor(batch, pixel_mean=pixel_mean, pixel_std=pixel_std))
         loss, parts = multibox_loss(offsets, logits, priors_t, boxes, alpha=alpha, extra_match_iou=extra_match_iou,
-                                    pos_weight=pos_weight)
+                                    offset_units=offset_units, confidence_loss=confidence_loss, pos_weight=pos_weight,
+                                    focal_alpha=focal_alpha, focal_gamma=focal_gamma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -118,12 +118,14 @@ def test_option_lists_are_the_codes_own() -> None:
     from detect.pretrain_stage import INITS
     from detect.proposal_stage import SOURCES
     from proposals.merge import ORDERS
+    from proposals.multibox import CONFIDENCE_LOSSES, OFFSET_UNITS
     from proposals.selective_search import MODES as SS_MODES
 
     assert schema.SS_MODES == SS_MODES and schema.MERGE_ORDERS == ORDERS and schema.SOURCES == SOURCES
     assert schema.ARCHS == ARCHS and schema.TRUNK_LAYERS == TRUNK_LAYERS and schema.INITS == INITS
     assert schema.MODES == MODES and schema.RUNTIMES == RUNTIMES and schema.LR_SCHEDULES == LR_SCHEDULES
     assert schema.SCORE_KINDS == SCORE_KINDS and schema.INTERPOLATIONS == tuple(INTERPOLATIONS)
+    assert schema.OFFSET_UNITS == OFFSET_UNITS and schema.CONFIDENCE_LOSSES == CONFIDENCE_LOSSES
     assert schema.SYNTH_CLASSES == len(CLASSES) and schema.SYNTH_CLS_CLASSES == len(CLS_CLASSES)
 
 

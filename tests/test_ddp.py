@@ -216,7 +216,8 @@ def _multibox_run(out: Path, world: distributed.World | None) -> tuple[list[floa
     model = MultiBoxNet(num_shapes=2, width=0.125, input_size=64, batch_norm=False, feature_layer="inception4e")
     priors = grid_priors(kmeans_shapes(np.concatenate(boxes), num_shapes=2, seed=0), model.grid)
     losses = train_multibox(model, priors, images, boxes, iterations=4, batch_size=4, lr=0.05, momentum=0.9,
-                            weight_decay=0.0, alpha=0.3, extra_match_iou=None, pos_weight=1.0,
+                            weight_decay=0.0, alpha=0.3, extra_match_iou=None, offset_units="image",
+                            confidence_loss="logistic", pos_weight=1.0, focal_alpha=0.25, focal_gamma=2.0,
                             pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.25, 0.25, 0.25), seed=1,
                             checkpoint_path=out / "multibox.pt", checkpoint_every=2, fingerprint={}, world=world)
     return losses, model.state_dict()

@@ -12,7 +12,10 @@ from proposals.multibox import (
     UNMATCHED,
     MultiBoxNet,
     MultiBoxProposer,
+    decode_offsets,
+    encode_offsets,
     grid_priors,
+    images_to_tensor,
     kmeans_shapes,
     match_priors,
     multibox_loss,
@@ -20,6 +23,8 @@ from proposals.multibox import (
 from proposals.multibox_train import train_multibox
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Erhan et al.'s loss: image-unit offsets, logistic confidence.
+LOGISTIC = dict(offset_units="image", confidence_loss="logistic", pos_weight=1.0, focal_alpha=0.25, focal_gamma=2.0)
 
 
 def test_kmeans_shapes_deterministic_and_sorted():
@@ -88,18 +93,66 @@ def test_pos_weight_scales_the_matched_term():
     logits = torch.zeros(1, 2)  # p = 0.5: each prior's logistic loss is log 2
     for w in (1.0, 3.0):
         _, parts = multibox_loss(torch.zeros(1, 2, 4), logits, priors, gt, alpha=0.3, extra_match_iou=None,
-                                 pos_weight=w)
+                                 **{**LOGISTIC, "pos_weight": w})
         assert parts["conf"] == pytest.approx((w + 1) * np.log(2) / 2, rel=1e-6)
+
+
+def test_focal_confidence_by_hand():
+    # Three priors, one matched, all at p = 0.5: each term is log 2 * (1 - p_t)^gamma = log 2 / 4, weighted
+    # alpha = 0.25 for the match and 0.75 for the two others, summed and divided by the one match.
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0]])
+    gt = [torch.tensor([[0.0, 0.0, 0.5, 0.5]])]
+    _, parts = multibox_loss(torch.zeros(1, 3, 4), torch.zeros(1, 3), priors, gt, alpha=0.3, extra_match_iou=None,
+                             **{**LOGISTIC, "confidence_loss": "focal"})
+    assert parts["conf"] == pytest.approx((0.25 + 2 * 0.75) * np.log(2) / 4, rel=1e-6)
+    # A confident right answer costs far less than under the logistic loss (easy priors are down-weighted).
+    logits = torch.tensor([[3.0, -3.0, -3.0]])
+    focal = multibox_loss(torch.zeros(1, 3, 4), logits, priors, gt, alpha=0.3, extra_match_iou=None,
+                          **{**LOGISTIC, "confidence_loss": "focal"})[1]["conf"]
+    logistic = multibox_loss(torch.zeros(1, 3, 4), logits, priors, gt, alpha=0.3, extra_match_iou=None,
+                             **LOGISTIC)[1]["conf"]
+    assert focal < 0.01 * logistic
+
+
+def test_offsets_in_prior_units_by_hand():
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.25], [0.2, 0.2, 0.4, 0.6]])
+    boxes = torch.tensor([[0.1, 0.05, 0.5, 0.25], [0.2, 0.2, 0.4, 0.6]])
+    # Prior 0 is 0.5 wide and 0.25 high: x0 moved 0.1 = 0.2 widths, y0 moved 0.05 = 0.2 heights.
+    np.testing.assert_allclose(encode_offsets(boxes, priors, offset_units="prior").numpy(),
+                               [[0.2, 0.2, 0, 0], [0, 0, 0, 0]], atol=1e-6)
+    np.testing.assert_allclose(encode_offsets(boxes, priors, offset_units="image").numpy(),
+                               [[0.1, 0.05, 0, 0], [0, 0, 0, 0]], atol=1e-6)
+    for units in ("prior", "image"):
+        back = decode_offsets(encode_offsets(boxes, priors, offset_units=units), priors, offset_units=units)
+        np.testing.assert_allclose(back.numpy(), boxes.numpy(), atol=1e-6)
+
+
+def test_proposer_decodes_in_the_networks_units():
+    class Fixed(torch.nn.Module):  # the one prior's x0 offset is +0.2, full confidence
+        input_size = 8
+
+        def forward(self, x):
+            return torch.tensor([[[0.2, 0.0, 0.0, 0.0]]]), torch.tensor([[5.0]])
+
+    priors = np.array([[0.0, 0.0, 0.5, 1.0]], np.float32)  # the left half of the image
+    image = np.zeros((10, 100, 3), np.uint8)
+    common = dict(network_key="k", top_k=5, nms_iou=0.7, min_size=1.0, pixel_mean=MEAN, pixel_std=STD)
+    by_prior = MultiBoxProposer(Fixed(), priors, offset_units="prior", **common)(image)[0]
+    by_image = MultiBoxProposer(Fixed(), priors, offset_units="image", **common)(image)[0]
+    np.testing.assert_allclose(by_prior, [[10, 0, 50, 10]], atol=1e-4)  # 0.2 of the prior's 50-pixel width
+    np.testing.assert_allclose(by_image, [[20, 0, 50, 10]], atol=1e-4)  # 0.2 of the image's 100 pixels
 
 
 def test_loss_is_zero_confidence_target_and_exact_location():
     priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
     gt = [torch.tensor([[0.1, 0.0, 0.5, 0.5]])]
-    offsets = torch.zeros(1, 2, 4)
-    offsets[0, 0] = gt[0][0] - priors[0]  # exact offsets for the matched prior
-    logits = torch.tensor([[20.0, -20.0]])  # confident and right
-    loss, parts = multibox_loss(offsets, logits, priors, gt, alpha=0.3, extra_match_iou=None, pos_weight=1.0)
-    assert parts["loc"] == pytest.approx(0.0) and parts["conf"] < 1e-6
+    for units in ("image", "prior"):
+        offsets = torch.zeros(1, 2, 4)
+        offsets[0, 0] = encode_offsets(gt[0], priors[:1], offset_units=units)[0]  # exact offsets for the matched prior
+        logits = torch.tensor([[20.0, -20.0]])  # confident and right
+        loss, parts = multibox_loss(offsets, logits, priors, gt, alpha=0.3, extra_match_iou=None,
+                                    **{**LOGISTIC, "offset_units": units})
+        assert parts["loc"] == pytest.approx(0.0) and parts["conf"] < 1e-6
 
 
 def _toy_data(n=8, s=64):
@@ -113,7 +166,7 @@ def _toy_data(n=8, s=64):
     return images, boxes
 
 
-def _train(tmp_path, iterations, name="mb.pt", every=100, kill_at=None):
+def _train(tmp_path, iterations, name="mb.pt", every=100, kill_at=None, lr=0.05, loss=LOGISTIC):
     torch.manual_seed(0)
     images, boxes = _toy_data()
     model = MultiBoxNet(num_shapes=2, width=0.125, input_size=64, batch_norm=True, feature_layer="inception4e")
@@ -128,17 +181,31 @@ def _train(tmp_path, iterations, name="mb.pt", every=100, kill_at=None):
                 raise KeyboardInterrupt("killed")
 
         model.register_forward_pre_hook(kill)
-    losses = train_multibox(model, priors, images, boxes, iterations=iterations, batch_size=4, lr=0.05,
-                            momentum=0.9, weight_decay=0.0, alpha=0.3, extra_match_iou=0.5, pos_weight=1.0,
+    losses = train_multibox(model, priors, images, boxes, iterations=iterations, batch_size=4, lr=lr,
+                            momentum=0.9, weight_decay=0.0, alpha=0.3, extra_match_iou=0.5, **loss,
                             pixel_mean=MEAN, pixel_std=STD, seed=1,
                             checkpoint_path=tmp_path / name, checkpoint_every=every, fingerprint={"width": 0.125})
     return model, priors, losses
 
 
+def _whole_set_loss(model, priors, loss) -> float:
+    """The loss over all 8 toy images in eval mode (per-batch training losses of 4 images are too noisy to compare)."""
+    images, boxes = _toy_data()
+    model.eval()
+    with torch.no_grad():
+        offsets, logits = model(images_to_tensor(images, pixel_mean=MEAN, pixel_std=STD))
+        total, _ = multibox_loss(offsets, logits, torch.from_numpy(priors), [torch.from_numpy(b) for b in boxes],
+                                 alpha=0.3, extra_match_iou=0.5, **loss)
+    return float(total)
+
+
 def test_loss_decreases_on_tiny_set(tmp_path):
-    model, priors, losses = _train(tmp_path, 40)
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
-    proposer = MultiBoxProposer(model, priors, network_key="k", top_k=3, nms_iou=0.7, min_size=1.0, pixel_mean=MEAN, pixel_std=STD)
+    default = {**LOGISTIC, "offset_units": "prior", "confidence_loss": "focal"}  # conf/proposals/multibox.yaml's
+    untrained, priors, _ = _train(tmp_path / "untrained", 0, loss=default)
+    model, priors, losses = _train(tmp_path, 100, lr=0.01, loss=default)
+    assert len(losses) == 100
+    assert _whole_set_loss(model, priors, default) < 0.3 * _whole_set_loss(untrained, priors, default)
+    proposer = MultiBoxProposer(model, priors, network_key="k", offset_units="prior", top_k=3, nms_iou=0.7, min_size=1.0, pixel_mean=MEAN, pixel_std=STD)
     boxes, scores = proposer(np.zeros((50, 80, 3), np.uint8))
     assert boxes.shape[1] == 4 and len(boxes) <= 3 and np.all(np.diff(scores) <= 0)
     assert boxes[:, [0, 2]].max() <= 80 and boxes[:, [1, 3]].max() <= 50

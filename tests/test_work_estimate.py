@@ -93,7 +93,8 @@ def test_multibox_training_is_estimated_too(long_and_interactive, tmp_path):
     long_and_interactive.append("no")
     with pytest.raises(UserError, match=r"^multibox: stopped at your request after iteration 4 of 8 "):
         train_multibox(model, priors, images, boxes, iterations=8, batch_size=2, lr=0.01, momentum=0.9,
-                       weight_decay=0.0, alpha=0.3, extra_match_iou=None, pos_weight=1.0,
+                       weight_decay=0.0, alpha=0.3, extra_match_iou=None, offset_units="image",
+                            confidence_loss="logistic", pos_weight=1.0, focal_alpha=0.25, focal_gamma=2.0,
                        pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.25, 0.25, 0.25), seed=0,
                        checkpoint_path=tmp_path / "mb.pt", checkpoint_every=100, fingerprint={})
 
