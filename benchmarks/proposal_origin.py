@@ -68,7 +68,7 @@ def main() -> None:
     origin = []
     for i in range(len(val)):
         merged, o = merge_proposals([val_props.per_source[n][i] for n in names], iou_threshold=common["merge_iou"],
-                                    max_boxes=common["max_per_image"])
+                                    max_boxes=common["max_per_image"], order=common["merge_order"])
         assert np.array_equal(merged, val_props.boxes[i])
         origin.append(o)
     indices = [r.index for r in val.records]

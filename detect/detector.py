@@ -309,11 +309,12 @@ def _load_priors(path: Path, num_priors: int) -> np.ndarray:
 
 
 def _multibox(files: MultiBoxFiles, mb: dict) -> MultiBoxProposer:
+    # Detectors exported before centres_per_cell / offset_units existed used 1 / image units.
     model = MultiBoxNet(num_shapes=mb["num_shapes"], width=mb["width"], input_size=mb["input_size"],
-                        batch_norm=mb["batch_norm"], feature_layer=mb["feature_layer"])
+                        batch_norm=mb["batch_norm"], feature_layer=mb["feature_layer"],
+                        centres_per_cell=mb.get("centres_per_cell", 1))
     load_weights(model, files.weights)
     priors = _load_priors(files.priors, model.num_priors)
-    # Detectors exported before offset_units existed regressed in image units.
     offset_units = mb.get("offset_units", "image")
     return MultiBoxProposer(model=model.eval(), priors=priors, network_key=files.key, offset_units=offset_units,
                             top_k=mb["top_k"],

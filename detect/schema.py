@@ -313,7 +313,8 @@ SS = group(
 )
 MULTIBOX = group(
     complete=_uses("multibox"),
-    top_k=integer(0), nms_iou=IOU, min_size=number(0), num_shapes=integer(1), init=choice(*MULTIBOX_INITS),
+    top_k=integer(0), nms_iou=IOU, min_size=number(0), num_shapes=integer(1), centres_per_cell=integer(1),
+    init=choice(*MULTIBOX_INITS),
     width=positive(), input_size=integer(1), batch_norm=boolean(), feature_layer=choice(*TRUNK_LAYERS),
     iterations=integer(1), batch_size=integer(1), lr=positive(), momentum=MOMENTUM, weight_decay=number(0),
     alpha=number(0), extra_match_iou=number(0, 1, low_open=True, null=True), offset_units=choice(*OFFSET_UNITS),

@@ -3,7 +3,8 @@ K boxes, each as an offset from a prior, with a confidence per box.
 
 * Priors: k-means (scikit-learn) over the widths and heights of the training
   ground truth in normalised ``[0, 1]`` coordinates (`kmeans_shapes`), each shape
-  centred on every cell of the network's feature map (`grid_priors`).
+  centred on every cell of the network's feature map, or on every sub-cell of a finer
+  tiling (`grid_priors`).
 * Matching: each ground-truth box is assigned to exactly one prior by greedy
   bipartite matching on prior/ground-truth IoU (`match_priors`): repeatedly
   take the highest-IoU (prior, box) pair and remove both; optionally (SSD-style)
@@ -67,15 +68,25 @@ def kmeans_shapes(normalised_boxes: np.ndarray, *, num_shapes: int, seed: int) -
     return centres[order].astype(np.float32)
 
 
-def grid_priors(shapes: np.ndarray, grid: int) -> np.ndarray:
+def grid_priors(shapes: np.ndarray, grid: int, *, centres_per_cell: int = 1) -> np.ndarray:
     """Convolutional priors: every ``(A, 2)`` shape centred on every cell of a ``grid x grid`` tiling.
 
-    Returns float32 ``(grid * grid * A, 4)`` normalised xyxy, ordered (row, column, shape) like
-    the head's output; boxes may reach outside ``[0, 1]`` (clipped after decoding).
+    ``centres_per_cell = s`` puts each shape at the ``s x s`` centres of the cell's sub-cells
+    instead of at the cell's centre alone: on a stride-8 map an 8-pixel shift of a 17-pixel
+    object costs most of its IoU, so a finer tiling gives small objects a close prior at the
+    cost of a wider head only.
+
+    Returns float32 ``(grid * grid * s * s * A, 4)`` normalised xyxy, ordered (row, column,
+    sub-row, sub-column, shape) like the head's output; boxes may reach outside ``[0, 1]``
+    (clipped after decoding).
     """
-    centres = (np.arange(grid, dtype=np.float32) + 0.5) / grid
+    s = int(centres_per_cell)
+    if s < 1:
+        raise ConfigError(f"proposals.multibox.centres_per_cell must be >= 1, got {centres_per_cell}")
+    sub = (np.arange(s, dtype=np.float32) + 0.5) / s
+    centres = ((np.arange(grid, dtype=np.float32)[:, None] + sub[None, :]) / grid).reshape(-1)  # cell, then sub-cell
     cy, cx = np.meshgrid(centres, centres, indexing="ij")
-    c = np.stack([cx, cy], -1).reshape(-1, 1, 2)
+    c = np.stack([cx, cy], -1).reshape(grid, s, grid, s, 2).transpose(0, 2, 1, 3, 4).reshape(-1, 1, 2)
     half = np.asarray(shapes, np.float32).reshape(1, -1, 2) / 2
     return np.concatenate([c - half, c + half], -1).reshape(-1, 4)
 
@@ -185,20 +196,21 @@ def multibox_loss(
 class MultiBoxNet(nn.Module):
     """Table-1 GoogLeNet trunk up to ``feature_layer`` and a 3x3 convolutional box head.
 
-    Each cell of the ``grid x grid`` feature map predicts, for each of ``num_shapes``
-    priors centred on it, 4 offsets and a confidence (the convolutional priors of
+    Each cell of the ``grid x grid`` feature map predicts, for each of its
+    ``centres_per_cell ** 2 * num_shapes`` priors (`grid_priors`), 4 offsets and a confidence (the convolutional priors of
     Szegedy et al. 2014, "Scalable, high-quality object detection"): the same weights
     look for objects everywhere, which a from-scratch network on a few hundred images
     learns far faster than one global regressor over all priors.
 
     Input ``(N, 3, input_size, input_size)`` -> ``(offsets (N, K, 4), logits (N, K))``,
-    ``K = grid * grid * num_shapes`` in `grid_priors` order.
+    ``K = grid * grid * centres_per_cell ** 2 * num_shapes`` in `grid_priors` order.
     """
 
     def __init__(self, *, num_shapes: int, width: float, input_size: int, batch_norm: bool,
-                 feature_layer: str) -> None:
+                 feature_layer: str, centres_per_cell: int = 1) -> None:
         super().__init__()
         self.num_shapes = num_shapes
+        self.priors_per_cell = num_shapes * centres_per_cell ** 2
         self.input_size = input_size
         self.feature_layer = feature_layer
         self.backbone = GoogLeNet(1, width=width, input_size=input_size, batch_norm=batch_norm, aux_logits=False)
@@ -206,7 +218,7 @@ class MultiBoxNet(nn.Module):
             setattr(self.backbone, name, nn.Identity())  # layers past the feature map are never run
         self.backbone.fc = nn.Identity()
         channels = self.backbone.feature_info(feature_layer).channels
-        self.head = nn.Conv2d(channels, num_shapes * 5, kernel_size=3, padding=1)
+        self.head = nn.Conv2d(channels, self.priors_per_cell * 5, kernel_size=3, padding=1)
         nn.init.normal_(self.head.weight, std=1e-3)  # start at the priors, confidence 0.5
         nn.init.zeros_(self.head.bias)
         with torch.no_grad():
@@ -214,11 +226,11 @@ class MultiBoxNet(nn.Module):
 
     @property
     def num_priors(self) -> int:
-        return self.grid * self.grid * self.num_shapes
+        return self.grid * self.grid * self.priors_per_cell
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.head(self.backbone.features(x, self.feature_layer))  # (N, A * 5, G, G)
-        out = out.permute(0, 2, 3, 1).reshape(len(x), -1, 5)  # (row, column, shape) order
+        out = self.head(self.backbone.features(x, self.feature_layer))  # (N, P * 5, G, G)
+        out = out.permute(0, 2, 3, 1).reshape(len(x), -1, 5)  # (row, column, prior of the cell) order
         return out[..., :4], out[..., 4]
 
 

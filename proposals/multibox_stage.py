@@ -44,6 +44,7 @@ def build_multibox_proposer(
     nms_iou: float,
     min_size: float,
     num_shapes: int,
+    centres_per_cell: int,
     width: float,
     input_size: int,
     batch_norm: bool,
@@ -86,7 +87,7 @@ def build_multibox_proposer(
         raise ConfigError("proposals.multibox.init=pretrained needs the pretrained network "
                           "(classifier.init=pretrained or weights); set proposals.multibox.init=scratch otherwise")
     start = weights_identity(init_weights) if init == "pretrained" else None
-    training = dict(init=start, num_shapes=num_shapes, feature_layer=feature_layer, width=width, input_size=input_size, batch_norm=batch_norm,
+    training = dict(init=start, num_shapes=num_shapes, centres_per_cell=centres_per_cell, feature_layer=feature_layer, width=width, input_size=input_size, batch_norm=batch_norm,
                     iterations=iterations, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,
                     offset_units=offset_units, confidence_loss=confidence_loss, pos_weight=pos_weight,
@@ -97,7 +98,7 @@ def build_multibox_proposer(
     stage_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # initialisation (overwritten by the cached weights when they exist)
     model = MultiBoxNet(num_shapes=num_shapes, width=width, input_size=input_size, batch_norm=batch_norm,
-                        feature_layer=feature_layer)
+                        feature_layer=feature_layer, centres_per_cell=centres_per_cell)
     done = stage_dir / "model.pt"
     priors_path = stage_dir / "priors.npy"
     priors = load_cached_priors(priors_path, num_priors=model.num_priors)
@@ -107,7 +108,8 @@ def build_multibox_proposer(
         if start is not None:
             load_trunk_weights(model.backbone, init_weights, until=feature_layer)
         boxes = [normalise_boxes(r.boxes, r.width, r.height) for r in train.records if r.num_objects]
-        priors = grid_priors(kmeans_shapes(np.concatenate(boxes), num_shapes=num_shapes, seed=seed), model.grid)
+        priors = grid_priors(kmeans_shapes(np.concatenate(boxes), num_shapes=num_shapes, seed=seed), model.grid,
+                             centres_per_cell=centres_per_cell)
         images, gt = load_training_images(train.records, input_size=input_size)
         train_multibox(model, priors, images, gt, iterations=iterations, batch_size=batch_size, lr=lr,
                        momentum=momentum, weight_decay=weight_decay, alpha=alpha, extra_match_iou=extra_match_iou,

@@ -49,6 +49,36 @@ def test_grid_priors_centre_every_shape_on_every_cell():
     assert priors.shape == (8, 4)
 
 
+def test_grid_priors_sub_cell_centres():
+    shapes = np.array([[0.1, 0.2]], np.float32)
+    priors = grid_priors(shapes, 2, centres_per_cell=2)
+    # (row, column, sub-row, sub-column, shape) order; sub-cell centres at 0.125, 0.375 | 0.625, 0.875.
+    centres = (priors[:, :2] + priors[:, 2:]) / 2
+    np.testing.assert_allclose(centres[:4], [[0.125, 0.125], [0.375, 0.125], [0.125, 0.375], [0.375, 0.375]])
+    np.testing.assert_allclose(centres[4], [0.625, 0.125])  # row 0, column 1, first sub-cell
+    np.testing.assert_allclose(centres[8], [0.125, 0.625])  # row 1, column 0
+    np.testing.assert_allclose(priors[0], [0.075, 0.025, 0.175, 0.225])
+    assert priors.shape == (16, 4)
+    np.testing.assert_array_equal(grid_priors(shapes, 3, centres_per_cell=1), grid_priors(shapes, 3))
+
+
+def test_grid_priors_rejects_no_centres():
+    from detect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="centres_per_cell must be >= 1, got 0"):
+        grid_priors(np.array([[0.1, 0.1]]), 2, centres_per_cell=0)
+
+
+def test_head_predicts_every_sub_cell_prior():
+    model = MultiBoxNet(num_shapes=3, width=0.125, input_size=64, batch_norm=False, feature_layer="inception4e",
+                        centres_per_cell=2)
+    priors = grid_priors(np.full((3, 2), 0.2, np.float32), model.grid, centres_per_cell=2)
+    assert model.num_priors == len(priors) == 4 * 4 * 4 * 3
+    with torch.no_grad():
+        offsets, logits = model(torch.zeros(1, 3, 64, 64))
+    assert offsets.shape == (1, len(priors), 4) and logits.shape == (1, len(priors))
+
+
 def test_head_output_order_matches_grid_priors():
     model = MultiBoxNet(num_shapes=3, width=0.125, input_size=64, batch_norm=False, feature_layer="inception4e")
     assert model.grid == 4 and model.num_priors == 48
