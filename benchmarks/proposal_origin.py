@@ -27,7 +27,7 @@ from torchvision.ops import box_iou
 from detect.ensemble import member_seed, shared_seed
 from detect.members import score_member, train_member
 from detect.pipeline import detections
-from detect.pretrain_stage import multibox_init_weights
+from detect.pretrain_stage import initialise
 from detect.proposal_stage import build_sources, split_proposals
 from eval.map import evaluate_detections
 from proposals.merge import merge_proposals
@@ -56,8 +56,8 @@ def main() -> None:
     settings = instantiate(cfg.ensemble)
     source = instantiate(cfg.data)
     train, val = source.load(source.train_split), source.load(source.split)
-    sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
-                            init_weights=multibox_init_weights(cfg, device=str(cfg.device)))
+    init = initialise(cfg, device=str(cfg.device))  # the pretrained networks, as detect.run starts from them
+    sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed), init_weights=init.weights)
     if len(sources) < 2:
         raise SystemExit("this run has one proposal source; nothing to split")
     common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size, shard=None,
@@ -77,10 +77,10 @@ def main() -> None:
           + ", ".join(f"{n} {np.mean([np.sum(o == k) for o in origin]):.1f}" for k, n in enumerate(names)))
     for k in settings.member_ids:
         seed = member_seed(int(cfg.seed), k)
-        model, key = train_member(cfg.classifier, train=train, proposals=train_props.boxes,
+        model, key = train_member(init.for_member(k), train=train, proposals=train_props.boxes,
                                   shared_seed=shared_seed(int(cfg.seed)),
                                   proposals_key=train_props.key, seed=seed, cache_dir=cache_dir, device="cpu")
-        scores, _ = score_member(model, cfg.classifier, member_key=key, dataset=val, proposals=val_props.boxes,
+        scores, _ = score_member(model, init.for_member(k), member_key=key, dataset=val, proposals=val_props.boxes,
                                  proposals_key=val_props.key, cache_dir=cache_dir, device="cpu")
         line = [f"member {k}: mAP all {100 * _map(val, val_props.boxes, scores, indices, settings):.2f}%"]
         for j, n in enumerate(names):
