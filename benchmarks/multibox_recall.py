@@ -14,40 +14,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from torchvision.ops import clip_boxes_to_image, nms
 
 from detect.data.image_io import load_rgb
 from detect.pretrain_stage import multibox_init_weights
 from detect.proposal_stage import build_sources
 from eval.proposal_metrics import proposal_metrics
-from proposals.multibox import decode_offsets, images_to_tensor
 
 
-def box_sets(proposer, dataset, *, top_k: int, nms_iou: float) -> dict[str, list[np.ndarray]]:
-    """Per image: raw priors, decoded boxes, top_k after NMS at nms_iou and at 0.7 (float (P, 4) xyxy pixels)."""
-    sets: dict[str, list[np.ndarray]] = {"raw priors": [], "decoded boxes": [], f"top {top_k}, NMS {nms_iou}": [],
-                                         f"top {top_k}, NMS 0.7": []}
+def box_sets(proposer, dataset) -> dict[str, list[np.ndarray]]:
+    """Per image: raw priors, decoded boxes, the proposals and the top_k after NMS 0.7 (float (P, 4) xyxy pixels)."""
+    top = f"top {proposer.top_k}, NMS {proposer.nms_iou}"
+    sets: dict[str, list[np.ndarray]] = {"raw priors": [], "decoded boxes": [], top: [], f"top {proposer.top_k}, NMS 0.7": []}
     priors = torch.from_numpy(proposer.priors)
-    size = proposer.model.eval().input_size
     for record in dataset.records:
         image = load_rgb(record.path)
         h, w = image.shape[:2]
-        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR)
-        with torch.inference_mode():
-            offsets, logits = proposer.model(images_to_tensor(resized[None], pixel_mean=proposer.pixel_mean,
-                                                              pixel_std=proposer.pixel_std))
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-        boxes = clip_boxes_to_image(decode_offsets(offsets[0], priors, offset_units=proposer.offset_units) * scale, (h, w))
-        scores = torch.sigmoid(logits[0])
-        sets["raw priors"].append((priors * scale).numpy())
+        boxes, scores = proposer.decode(image)
+        sets["raw priors"].append((priors * torch.tensor([w, h, w, h], dtype=torch.float32)).numpy())
         sets["decoded boxes"].append(boxes.numpy())
-        sets[f"top {top_k}, NMS {nms_iou}"].append(boxes[nms(boxes, scores, nms_iou)[:top_k]].numpy())
-        sets[f"top {top_k}, NMS 0.7"].append(boxes[nms(boxes, scores, 0.7)[:top_k]].numpy())
+        sets[top].append(proposer.select(boxes, scores)[0].numpy())
+        sets[f"top {proposer.top_k}, NMS 0.7"].append(proposer.select(boxes, scores, nms_iou=0.7)[0].numpy())
     return sets
 
 
@@ -59,10 +49,9 @@ def main(overrides: list[str]) -> None:
     train, val = source.load(source.train_split), source.load(source.split)
     proposer = build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=int(cfg.seed),
                              init_weights=multibox_init_weights(cfg, device=str(cfg.device)))["multibox"]
-    mb = cfg.proposals.multibox
     print(f"{'split':<6} {'set':<20} {'per_image':>9} {'coverage':>9} {'recall@.5':>9} {'recall@.7':>9} {'ABO':>6}")
     for name, dataset in (("val", val), ("train", train)):
-        for label, boxes in box_sets(proposer, dataset, top_k=int(mb.top_k), nms_iou=float(mb.nms_iou)).items():
+        for label, boxes in box_sets(proposer, dataset).items():
             m = proposal_metrics(dataset.records, boxes)
             print(f"{name:<6} {label:<20} {m.per_image:9.1f} {m.coverage:9.4f} {m.recall_50:9.4f} "
                   f"{m.recall_70:9.4f} {m.average_best_overlap:6.3f}")

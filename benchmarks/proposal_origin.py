@@ -77,10 +77,11 @@ def main() -> None:
           + ", ".join(f"{n} {np.mean([np.sum(o == k) for o in origin]):.1f}" for k, n in enumerate(names)))
     for k in settings.member_ids:
         seed = member_seed(int(cfg.seed), k)
-        model, key = train_member(init.for_member(k), train=train, proposals=train_props.boxes,
+        member_cfg = init.for_member(k)  # pretrained network k mod pretrain.networks
+        model, key = train_member(member_cfg, train=train, proposals=train_props.boxes,
                                   shared_seed=shared_seed(int(cfg.seed)),
                                   proposals_key=train_props.key, seed=seed, cache_dir=cache_dir, device="cpu")
-        scores, _ = score_member(model, init.for_member(k), member_key=key, dataset=val, proposals=val_props.boxes,
+        scores, _ = score_member(model, member_cfg, member_key=key, dataset=val, proposals=val_props.boxes,
                                  proposals_key=val_props.key, cache_dir=cache_dir, device="cpu")
         line = [f"member {k}: mAP all {100 * _map(val, val_props.boxes, scores, indices, settings):.2f}%"]
         for j, n in enumerate(names):

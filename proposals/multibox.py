@@ -266,11 +266,17 @@ class MultiBoxProposer:
                 "nms_iou": self.nms_iou, "min_size": self.min_size}
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.top_k <= 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        boxes, scores = self.select(*self.decode(image))
+        return boxes.numpy(), scores.numpy()
+
+    def decode(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Every prior's box and confidence: ``(H, W, 3)`` uint8 RGB -> float ``(K, 4)`` xyxy pixels
+        clipped to the image, ``(K,)`` in prior order."""
         import cv2
 
         h, w = image.shape[:2]
-        if self.top_k <= 0:
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         s = self.model.input_size
         resized = cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA if min(h, w) > s else cv2.INTER_LINEAR)
         self.model.eval()
@@ -279,9 +285,12 @@ class MultiBoxProposer:
                                                           pixel_std=self.pixel_std))
         boxes = decode_offsets(offsets[0], torch.from_numpy(self.priors), offset_units=self.offset_units)
         boxes = boxes * torch.tensor([w, h, w, h], dtype=torch.float32)
-        scores = torch.sigmoid(logits[0])
-        boxes = clip_boxes_to_image(boxes, (h, w))
+        return clip_boxes_to_image(boxes, (h, w)), torch.sigmoid(logits[0])
+
+    def select(self, boxes: Tensor, scores: Tensor, *, nms_iou: float | None = None) -> tuple[Tensor, Tensor]:
+        """The proposals among `decode`'s ``(K, 4)`` boxes and ``(K,)`` scores: boxes of at least
+        ``min_size``, NMS at ``nms_iou`` (default: the proposer's), best ``top_k`` first."""
         keep = remove_small_boxes(boxes, self.min_size)
         boxes, scores = boxes[keep], scores[keep]
-        keep = nms(boxes, scores, self.nms_iou)[: self.top_k]
-        return boxes[keep].numpy(), scores[keep].numpy()
+        keep = nms(boxes, scores, self.nms_iou if nms_iou is None else nms_iou)[: self.top_k]
+        return boxes[keep], scores[keep]
