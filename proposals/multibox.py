@@ -21,8 +21,10 @@ K boxes, each as an offset from a prior, with a confidence per box.
   et al.) or the focal loss (Lin et al. 2017, `torchvision.ops.sigmoid_focal_loss`)
   summed over priors and divided by the number of matches (``"focal"``): with
   ~1,600 priors and a few matches per image, the logistic loss is dominated by
-  easy background priors and ranks the boxes badly.  ``alpha = 0.3`` as in
-  Erhan et al.: the location term is summed over 4 coordinates.
+  easy background priors and ranks the boxes badly.  ``"quality_focal"`` (Li et al.
+  2020) replaces a matched prior's target 1 by the IoU of its predicted box with its
+  ground truth, so that of two boxes on one object the better-placed ranks first.
+  ``alpha = 0.3`` as in Erhan et al.: the location term is summed over 4 coordinates.
 * Inference (`MultiBoxProposer`): decode, clip to the image, NMS, keep ``top_k``.
 
 Boxes are float ``(N, 4)`` xyxy throughout; "normalised" means divided by the
@@ -94,7 +96,7 @@ def grid_priors(shapes: np.ndarray, grid: int, *, centres_per_cell: int = 1) -> 
 # How offsets are measured (`encode_offsets`): normalised image units, or the prior's width/height.
 OFFSET_UNITS = ("image", "prior")
 # The confidence term of `multibox_loss`.
-CONFIDENCE_LOSSES = ("logistic", "focal")
+CONFIDENCE_LOSSES = ("logistic", "focal", "quality_focal")
 
 
 def _offset_scale(priors: Tensor, offset_units: str) -> Tensor:
@@ -152,6 +154,21 @@ def match_priors(priors: Tensor, gt: Tensor, *, extra_match_iou: float | None = 
     return assignment
 
 
+def predicted_iou(offsets: Tensor, priors: Tensor, gt: Tensor, assignment: Tensor, *, offset_units: str) -> Tensor:
+    """IoU of each matched prior's predicted box with its ground truth: ``(M, 4)`` offsets of
+    ``(M, 4)`` xyxy priors, ``(G, 4)`` xyxy ground truth and ``(M,)`` indices into it -> ``(M,)``."""
+    boxes = decode_offsets(offsets, priors, offset_units=offset_units)
+    boxes = torch.maximum(boxes, torch.cat([boxes[:, :2], boxes[:, :2]], 1))  # inverted corners: an empty box, IoU 0
+    return box_iou(boxes, gt).gather(1, assignment[:, None]).squeeze(1).nan_to_num(0.0)
+
+
+def quality_focal_loss(logits: Tensor, targets: Tensor, *, beta: float) -> Tensor:
+    """Quality focal loss (Li et al. 2020, Generalized Focal Loss), elementwise: the logistic loss
+    towards a soft target in ``[0, 1]`` (here the predicted box's IoU), scaled by ``|target - p| ** beta``."""
+    p = torch.sigmoid(logits)
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * (targets - p).abs().pow(beta)
+
+
 def multibox_loss(
     offsets: Tensor, logits: Tensor, priors: Tensor, gt_boxes: list[Tensor], *, alpha: float,
     extra_match_iou: float | None, offset_units: str, confidence_loss: str, pos_weight: float,
@@ -167,8 +184,11 @@ def multibox_loss(
         alpha: weight of the location term.
         extra_match_iou: see `match_priors`.
         confidence_loss: ``logistic`` (mean over priors; ``pos_weight`` weighs the matched
-            priors, 1 = Erhan et al.) or ``focal`` (sum over priors / number of matches,
-            with ``focal_alpha`` and ``focal_gamma``, Lin et al. 2017).
+            priors, 1 = Erhan et al.), ``focal`` (sum over priors / number of matches,
+            with ``focal_alpha`` and ``focal_gamma``, Lin et al. 2017) or ``quality_focal``
+            (`quality_focal_loss` with ``beta = focal_gamma``, same normalisation): a matched
+            prior's target is the IoU of its predicted box with its ground truth instead of 1,
+            so the confidence ranks well-placed boxes first.
     Returns:
         ``(loss, {"loc": ..., "conf": ...})``.
     """
@@ -177,7 +197,11 @@ def multibox_loss(
     for i, gt in enumerate(gt_boxes):
         assignment = match_priors(priors, gt, extra_match_iou=extra_match_iou)
         matched = assignment >= 0
-        targets[i, matched] = 1.0
+        if confidence_loss == "quality_focal":
+            targets[i, matched] = predicted_iou(offsets[i, matched].detach(), priors[matched], gt, assignment[matched],
+                                                offset_units=offset_units)
+        else:
+            targets[i, matched] = 1.0
         loc_pred.append(offsets[i, matched])
         loc_target.append(encode_offsets(gt[assignment[matched]], priors[matched], offset_units=offset_units))
     pred, target = torch.cat(loc_pred), torch.cat(loc_target)
@@ -185,6 +209,8 @@ def multibox_loss(
         conf = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(float(pos_weight)))
     elif confidence_loss == "focal":
         conf = sigmoid_focal_loss(logits, targets, alpha=focal_alpha, gamma=focal_gamma, reduction="sum") / max(len(pred), 1)
+    elif confidence_loss == "quality_focal":
+        conf = quality_focal_loss(logits, targets, beta=focal_gamma).sum() / max(len(pred), 1)
     else:
         raise ConfigError(f"proposals.multibox.confidence_loss must be one of {', '.join(CONFIDENCE_LOSSES)}, "
                           f"got {confidence_loss!r}")

@@ -19,6 +19,8 @@ from proposals.multibox import (
     kmeans_shapes,
     match_priors,
     multibox_loss,
+    predicted_iou,
+    quality_focal_loss,
 )
 from proposals.multibox_train import train_multibox
 
@@ -142,6 +144,46 @@ def test_focal_confidence_by_hand():
     logistic = multibox_loss(torch.zeros(1, 3, 4), logits, priors, gt, alpha=0.3, extra_match_iou=None,
                              **LOGISTIC)[1]["conf"]
     assert focal < 0.01 * logistic
+
+
+def test_quality_focal_loss_by_hand():
+    # p = 0.5, target 0.8: logistic loss -(0.8 log 0.5 + 0.2 log 0.5) = log 2, times |0.8 - 0.5|^2 = 0.09.
+    value = quality_focal_loss(torch.zeros(1), torch.tensor([0.8]), beta=2.0)
+    assert float(value) == pytest.approx(0.09 * np.log(2), rel=1e-6)
+    # A confidence equal to its target costs nothing: the modulating factor is 0.
+    assert float(quality_focal_loss(torch.logit(torch.tensor([0.3])), torch.tensor([0.3]), beta=2.0)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_predicted_iou_by_hand():
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.2, 0.2]])
+    gt = torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.5, 0.25]])
+    offsets = torch.zeros(3, 4)
+    offsets[2] = torch.tensor([0.0, 0.0, -0.3, 0.0])  # x1 0.2 -> -0.1, left of x0: an empty box
+    iou = predicted_iou(offsets, priors, gt, torch.tensor([1, 0, 1]), offset_units="image")
+    # Prior 0 holds the top half of gt 1 (0.125 / 0.25); prior 1 is gt 0; prior 2 has no area.
+    torch.testing.assert_close(iou, torch.tensor([0.5, 1.0, 0.0]))
+
+
+def test_quality_focal_targets_are_the_predicted_iou():
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0]])
+    gt = [torch.tensor([[0.0, 0.0, 0.5, 0.25]])]
+    offsets = torch.zeros(1, 3, 4, requires_grad=True)
+    logits = torch.zeros(1, 3, requires_grad=True)
+    kwargs = dict(alpha=0.3, extra_match_iou=None, **{**LOGISTIC, "confidence_loss": "quality_focal"})
+    _, parts = multibox_loss(offsets, logits, priors, gt, **kwargs)
+    # Prior 0 is matched with IoU 0.5: log 2 * 0^2 = 0; the two others: target 0, log 2 * 0.5^2 each.
+    assert parts["conf"] == pytest.approx(2 * np.log(2) / 4, rel=1e-6)
+    # The confidence term does not move the boxes: the IoU target is a constant.
+    offsets.grad = None
+    alpha0 = {**kwargs, "alpha": 0.0}
+    multibox_loss(offsets, logits, priors, gt, **alpha0)[0].backward()
+    assert offsets.grad is None or not offsets.grad.any()
+    # With boxes on their ground truth the target is 1: twice torchvision's focal loss at alpha 0.5.
+    exact = torch.tensor([[[0.0, 0.0, 0.0, -0.25], [0.0] * 4, [0.0] * 4]])
+    logits = torch.tensor([[1.0, -2.0, 0.5]])
+    qfl = multibox_loss(exact, logits, priors, gt, **kwargs)[1]["conf"]
+    focal = multibox_loss(exact, logits, priors, gt, **{**kwargs, "confidence_loss": "focal", "focal_alpha": 0.5})[1]["conf"]
+    assert qfl == pytest.approx(2 * focal, rel=1e-5)
 
 
 def test_offsets_in_prior_units_by_hand():
