@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from classifier import distributed
 from classifier.checkpoint import load_training_state, model_fingerprint, save_training_state
 from classifier.score import resolve_device
-from classifier.windows import WindowDataset
+from classifier.windows import WindowBatch, WindowDataset
 from detect.errors import ConfigError
 from detect.work_estimate import LongRunCheck
 
@@ -108,6 +109,7 @@ def train_classifier(
     deterministic: bool = True,
     channels_last: bool = False,
     amp: bool = False,
+    prefetch: bool = False,
     world: distributed.World | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place on batches of ``windows``; returns the per-iteration history.
@@ -133,6 +135,10 @@ def train_classifier(
         amp: CUDA only: float16 autocast for the forward pass with a dynamic loss scale
             (`torch.amp.GradScaler`); ignored on CPU.  The scale is not checkpointed: a resumed
             run starts it afresh (it re-adapts within a few iterations).
+        prefetch: warp iteration ``t + 1``'s batch in a background thread while iteration
+            ``t`` trains (OpenCV and PyTorch release the GIL).  Every batch is still drawn
+            from its own seed, so the weights are bit-identical with or without it
+            (benchmarks/member_speed.py measures both).
         world: the DDP process group (`classifier.distributed.World`); None = the initialised
             default group under torchrun, else one process.  With N processes each trains on
             its 1/N slice of every global batch (``fg_per_batch + bg_per_batch`` must divide
@@ -201,9 +207,22 @@ def train_classifier(
             save_training_state(path, fingerprint=fingerprint, model=model, optimizer=optimizer,
                                 scheduler=scheduler, iteration=iteration, history=history)
 
+    def draw(it: int) -> WindowBatch:  # the global batch of iteration ``it``
+        return windows.sample(torch.Generator().manual_seed(iteration_seeds(seed, it)[0]))
+
+    executor = ThreadPoolExecutor(1, thread_name_prefix="windows") if prefetch else None
+    pending: dict[int, Future] = {}
+
+    def batch_of(it: int) -> WindowBatch:
+        future = pending.pop(it, None)
+        batch = future.result() if future is not None else draw(it)
+        if executor is not None and it + 1 < iterations:
+            pending[it + 1] = executor.submit(draw, it + 1)
+        return batch
+
     def step(it: int) -> tuple[dict[str, Tensor], int]:
-        sample_seed, dropout_seed = iteration_seeds(seed, it)
-        batch = windows.sample(torch.Generator().manual_seed(sample_seed))  # the global batch
+        dropout_seed = iteration_seeds(seed, it)[1]
+        batch = batch_of(it)
         torch.manual_seed(distributed.rank_seed(dropout_seed, world.rank))
         rows = distributed.shard_batch(len(batch), world.rank, world.world_size)
         images, labels = batch.images[rows], batch.labels[rows]
@@ -216,9 +235,13 @@ def train_classifier(
         return {"loss": loss, "main": main, "aux": aux}, len(batch)
 
     model.train()
-    rate = sgd_loop(step, optimizer=optimizer, scheduler=scheduler, history=history, start=start,
-                    iterations=iterations, save=save, log_every=log_every, checkpoint_every=checkpoint_every,
-                    deterministic=deterministic, name="classifier", unit="windows", world=world, scaler=scaler)
+    try:
+        rate = sgd_loop(step, optimizer=optimizer, scheduler=scheduler, history=history, start=start,
+                        iterations=iterations, save=save, log_every=log_every, checkpoint_every=checkpoint_every,
+                        deterministic=deterministic, name="classifier", unit="windows", world=world, scaler=scaler)
+    finally:
+        if executor is not None:  # an interrupted run leaves no thread warping behind it
+            executor.shutdown(wait=True, cancel_futures=True)
     distributed.sync_buffers(model, world)  # every process ends with the model rank 0 saves
     if start < iterations or (path is not None and not path.exists()):
         save(iterations)

@@ -23,6 +23,7 @@ class EnsembleSettings:
     score_threshold: float
     max_per_image: int
     max_per_class: int
+    workers: int = 1  # detectors exported before the key existed trained their members one at a time
 
     def __post_init__(self) -> None:
         # Types first: a command-line typo (ensemble.size=abc) is a one-line error, not a TypeError.
@@ -34,6 +35,7 @@ class EnsembleSettings:
         config_float("ensemble.score_threshold", self.score_threshold)
         config_int("ensemble.max_per_image", self.max_per_image, low=1)
         config_int("ensemble.max_per_class", self.max_per_class, low=1)
+        config_int("ensemble.workers", self.workers, low=1)
         if self.member is not None:
             config_int("ensemble.member", self.member, low=0)
         if self.members is not None:

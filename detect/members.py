@@ -59,12 +59,28 @@ def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, 
     # Scoring options and post-classifiers (fitted after the network) do not change its weights.
     for key in ("score", "runtime", "onnx", "svm", "bbox_reg"):
         training.pop(key, None)
+    training["train"].pop("prefetch", None)  # where the batches are warped, not what they hold
     if training.get("mode") != "roi":
         training.pop("roi", None)
     shared = training.pop("shared", None)
     if shared and shared.get("iterations"):
         return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed, shared, shared_seed)
     return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed)
+
+
+def _shared_on(cfg: DictConfig) -> bool:
+    return bool(cfg.get("shared") and cfg.shared.iterations)
+
+
+def trained_model_path(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, seed: int,
+                       shared_seed: int | None, cache_dir: str) -> Path:
+    """``<cache_dir>/members/<key>/model.pt``: where `train_member` keeps the member's final weights."""
+    shared_on = _shared_on(cfg)
+    if shared_on and shared_seed is None:
+        raise ConfigError("classifier.shared.iterations > 0 needs the shared network's seed (shared_seed)")
+    key = member_key(cfg, train=train, proposals_key=proposals_key, seed=seed,
+                     shared_seed=shared_seed if shared_on else None)
+    return Path(cache_dir) / "members" / key / "model.pt"
 
 
 def train_member(
@@ -78,13 +94,10 @@ def train_member(
     that many iterations with ``shared_seed`` (trained once, cached), then trains its own
     ``classifier.train.iterations`` with its own ``seed`` (sampling order, flips, dropout).
     """
-    shared_on = bool(cfg.get("shared") and cfg.shared.iterations)
-    if shared_on and shared_seed is None:
-        raise ConfigError("classifier.shared.iterations > 0 needs the shared network's seed (shared_seed)")
-    key = member_key(cfg, train=train, proposals_key=proposals_key, seed=seed,
-                     shared_seed=shared_seed if shared_on else None)
-    stage = Path(cache_dir) / "members" / key
-    final = stage / "model.pt"
+    shared_on = _shared_on(cfg)
+    final = trained_model_path(cfg, train=train, proposals_key=proposals_key, seed=seed, shared_seed=shared_seed,
+                               cache_dir=cache_dir)
+    stage, key = final.parent, final.parent.name
     torch.manual_seed(seed)  # initialisation
     model = build_model(cfg, len(train.classes))
     if load_cached_weights(model, final):
@@ -118,8 +131,9 @@ def train_member(
         batches = RoIBatchSampler(windows, images_per_batch=cfg.roi.images_per_batch,
                                   fg_per_image=cfg.roi.fg_per_image, bg_per_image=cfg.roi.bg_per_image,
                                   image_size=cfg.roi.image_size, max_size=cfg.roi.max_size)
-        # The RoI loop has no auxiliary heads and runs in the default memory format.
-        train_args = {k: v for k, v in cfg.train.items() if k not in ("aux_weight", "channels_last", "amp")}
+        # The RoI loop has no auxiliary heads, runs in the default memory format and samples in its own thread.
+        train_args = {k: v for k, v in cfg.train.items()
+                      if k not in ("aux_weight", "channels_last", "amp", "prefetch")}
         train_roi_classifier(roi_model, batches, checkpoint_dir=stage, seed=seed, device=device, **train_args)
     else:
         train_classifier(model, windows, checkpoint_dir=stage, seed=seed, device=device, **cfg.train)

@@ -22,7 +22,8 @@ from classifier.pretrain import network_summaries
 from detect import atomic
 from detect.ensemble import EnsembleSettings, member_seed, shared_seed
 from detect.errors import ConfigError
-from detect.members import build_model, fit_post_classifiers, score_member, train_member
+from detect.member_pool import MemberJob, prepare_members, run_member
+from detect.members import build_model
 from detect.outputs import draw_examples, summary_text, write_coco_results
 from detect.inference import region_detections, split_detections
 from detect.postprocess import image_detections
@@ -106,24 +107,21 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         report = proposal_report(val, val_props)
         plot_recall_curves(out_dir / "recall_vs_proposals.png", {k: v["curve"] for k, v in report.items()})
 
+    jobs = [MemberJob(member=k, classifier=OmegaConf.to_container(init.for_member(k), resolve=True),
+                      seed=member_seed(int(cfg.seed), k), shared_seed=shared_seed(int(cfg.seed)), train=train,
+                      train_proposals=train_props.boxes, train_proposals_key=train_props.key, val=val,
+                      val_proposals=val_props.boxes, val_proposals_key=val_props.key, cache_dir=cache_dir,
+                      device=str(cfg.device))
+            for k in settings.member_ids]  # member k fine-tunes pretrained network k mod pretrain.networks
+    if settings.workers > 1:
+        with timer("members"):  # train + score side by side; the loop below then reads the cache
+            prepare_members(jobs, workers=settings.workers, log_dir=out_dir / "members")
+
     member_scores: list[list[np.ndarray]] = []
     member_boxes: list[list[np.ndarray]] = []
     member_keys: list[str] = []
-    for k in settings.member_ids:
-        seed = member_seed(int(cfg.seed), k)
-        member_cfg = init.for_member(k)  # pretrained network k mod pretrain.networks
-        with timer("train"):
-            model, key = train_member(member_cfg, train=train, proposals=train_props.boxes,
-                                      shared_seed=shared_seed(int(cfg.seed)),
-                                      proposals_key=train_props.key, seed=seed, cache_dir=cache_dir,
-                                      device=str(cfg.device))
-            svm, bbox_reg = fit_post_classifiers(model, member_cfg, member_key=key, train=train,
-                                                 proposals=train_props.boxes, seed=seed, cache_dir=cache_dir,
-                                                 device=str(cfg.device))
-        with timer("score"):
-            scores, refined = score_member(model, member_cfg, member_key=key, dataset=val,
-                                           proposals=val_props.boxes, proposals_key=val_props.key,
-                                           cache_dir=cache_dir, device=str(cfg.device), svm=svm, bbox_reg=bbox_reg)
+    for job in jobs:
+        scores, refined, key = run_member(job, timer=timer)
         member_scores.append(scores)
         member_boxes.append(refined if refined is not None else val_props.boxes)
         member_keys.append(key)

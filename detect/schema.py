@@ -346,7 +346,7 @@ CLASSIFIER = group(
         iterations=integer(1), lr=positive(), momentum=MOMENTUM, weight_decay=number(0),
         lr_schedule=choice(*LR_SCHEDULES), step_size=integer(1), gamma=positive(), power=number(0),
         aux_weight=number(0), checkpoint_every=integer(1), log_every=integer(1), deterministic=boolean(),
-        channels_last=boolean(), amp=boolean(),
+        channels_last=boolean(), amp=boolean(), prefetch=boolean(),
     ),
     shared=group(iterations=integer(0), lr=positive()),  # detect.members: fine-tuning shared by every member
     score=group(batch_size=integer(1), amp=boolean(), channels_last=boolean()),
@@ -400,7 +400,7 @@ PRETRAIN = group(
 ENSEMBLE = group(
     _target_=TARGET, size=integer(1), members=list_of(integer(0), unique=True, null=True), member=integer(0, null=True),
     score=choice(*SCORE_KINDS), nms_iou=IOU, score_threshold=number(), max_per_image=integer(1),
-    max_per_class=integer(1),
+    max_per_class=integer(1), workers=integer(1),
 )
 EVAL = group(coco=boolean(), coco_max_dets=integer(1, null=True), plots=boolean())
 

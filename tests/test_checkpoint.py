@@ -74,9 +74,19 @@ class InterruptAfter:
         return self.windows.sample(generator)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_resume_after_interruption_is_bit_identical(windows, tmp_path, channels_last):
-    train = {**TRAIN, "channels_last": channels_last}
+def test_prefetching_the_next_batch_trains_the_same_weights(windows, tmp_path):
+    plain, prefetched = googlenet(), googlenet()
+    a = train_classifier(plain, windows, iterations=5, checkpoint_dir=tmp_path / "a", **TRAIN)
+    b = train_classifier(prefetched, windows, iterations=5, checkpoint_dir=tmp_path / "b", prefetch=True, **TRAIN)
+    assert a["loss"] == b["loss"] and len(a["loss"]) == 5
+    ref = plain.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in prefetched.state_dict().items())
+
+
+@pytest.mark.parametrize("channels_last,prefetch", [(False, False), (True, False), (False, True)])
+def test_resume_after_interruption_is_bit_identical(windows, tmp_path, channels_last, prefetch):
+    """With prefetch the failing batch is drawn in the background thread; its error still stops the run."""
+    train = {**TRAIN, "channels_last": channels_last, "prefetch": prefetch}
     whole = googlenet()
     full = train_classifier(whole, windows, iterations=6, checkpoint_dir=tmp_path / "a", **train)
 

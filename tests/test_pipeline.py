@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _run(*args: str, multirun: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+def _run(*args: str, multirun: bool = False, timeout: int = 600, threads: int | None = None,
+         ) -> subprocess.CompletedProcess:
     flags = ["-m"] if multirun else []
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run([sys.executable, "-m", "detect.run", *flags, "profile=tiny", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -166,6 +170,32 @@ def test_member_jobs_then_ensemble_equal_the_in_process_run(first_run):
     ours, theirs = read_submission(tmp / "after_jobs" / "detections.txt"), read_submission(out / "detections.txt")
     assert len(ours) == len(theirs)
     assert ours.score == pytest.approx(theirs.score, abs=1e-5)
+
+
+def test_member_workers_train_side_by_side_and_equal_the_in_process_run(first_run):
+    """ensemble.workers=2: both members train and score in two worker processes, each logging to
+    <run>/members/member_<k>.log; the run then reads them from the cache like any cached member.
+    Two threads shared out give each worker one, so an in-process run on one thread is the exact reference."""
+    tmp, _ = first_run
+    caches = []
+    for name in ("workers_cache", "one_thread_cache"):  # the first run's data and proposals, none of its members
+        caches.append(tmp / name)
+        shutil.copytree(tmp / "cache", caches[-1], ignore=shutil.ignore_patterns("members", "scores"))
+    run, reference_run = tmp / "run_workers", tmp / "run_one_thread"
+    proc = _run(f"cache_dir={caches[0]}", f"hydra.run.dir={run}", "ensemble.workers=2", threads=2)
+    _run(f"cache_dir={caches[1]}", f"hydra.run.dir={reference_run}", threads=1)
+    log = proc.stdout + proc.stderr
+    assert "members: 2 to train in 2 worker processes (1 thread each" in log
+    assert log.count("cached weights") == 2 and "classifier: train" not in log  # the loop found what they trained
+    for k in (0, 1):
+        member_log = (run / "members" / f"member_{k}.log").read_text()
+        assert "classifier: iteration" in member_log and "classifier: score" in member_log
+    reference = json.loads((reference_run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "members" in metrics["timing_s"] and "members" not in reference["timing_s"]
+    assert metrics["members"] == reference["members"]
+    assert metrics["members_mAP"] == reference["members_mAP"] and metrics["mAP"] == reference["mAP"]
+    assert (run / "detections.txt").read_bytes() == (reference_run / "detections.txt").read_bytes()
 
 
 def test_proposal_shards_as_separate_jobs_equal_the_unsharded_result(first_run):
