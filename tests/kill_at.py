@@ -65,7 +65,7 @@ def install(stage: str) -> None:
         import classifier.train as target
         _after_first_call(target, "save_training_state")
     elif stage == "score":
-        import detect.pipeline as target
+        import detect.member_pool as target  # run_member scores every member, in this process or a worker's
         _at_call(target, "score_member", 2)
     elif stage == "eval":
         import detect.pipeline as target

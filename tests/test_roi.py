@@ -174,7 +174,10 @@ def test_batches_are_image_centric_and_deterministic(toy):
 
 def test_training_overfits_a_tiny_set_and_separates_its_classes(toy):
     dataset, _, windows = toy
-    model = RoIClassifier(tiny_backbone(dropout=0.0))  # the paper's net: no batch norm
+    # With batch norm, as the demo's networks: the paper's plain net trained from scratch on three images
+    # separated both classes for only 3 of 5 training seeds on this host (float-rounding-dependent
+    # trajectories); with batch norm all 5 reach >= 0.98 on every object.
+    model = RoIClassifier(tiny_backbone(batch_norm=True, dropout=0.0))
 
     def object_scores():
         out = []
