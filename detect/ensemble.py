@@ -24,6 +24,7 @@ class EnsembleSettings:
     max_per_image: int
     max_per_class: int
     workers: int = 1  # detectors exported before the key existed trained their members one at a time
+    box_voting_iou: float | None = None  # and kept NMS's boxes
 
     def __post_init__(self) -> None:
         # Types first: a command-line typo (ensemble.size=abc) is a one-line error, not a TypeError.
@@ -36,6 +37,9 @@ class EnsembleSettings:
         config_int("ensemble.max_per_image", self.max_per_image, low=1)
         config_int("ensemble.max_per_class", self.max_per_class, low=1)
         config_int("ensemble.workers", self.workers, low=1)
+        if self.box_voting_iou is not None and not 0.0 < config_float("ensemble.box_voting_iou",
+                                                                      self.box_voting_iou) <= 1.0:
+            raise ConfigError(f"ensemble.box_voting_iou must be in (0, 1] or null, got {self.box_voting_iou}")
         if self.member is not None:
             config_int("ensemble.member", self.member, low=0)
         if self.members is not None:

@@ -100,7 +100,7 @@ def region_detections(member_boxes: Sequence[np.ndarray], member_scores: Sequenc
     scores = average_member_scores(member_scores)
     boxes = np.mean(list(member_boxes), axis=0)
     return image_detections(boxes, scores, nms_iou=settings.nms_iou, score_threshold=settings.score_threshold,
-                            max_per_image=settings.max_per_image)
+                            max_per_image=settings.max_per_image, box_voting_iou=settings.box_voting_iou)
 
 
 def split_detections(per_image: Sequence[Detections], image_indices: Sequence[int], *,

@@ -60,7 +60,8 @@ def detections(
     ``proposals[i]`` is ``(R_i, 4)`` xyxy, or ``(R_i, C, 4)`` per-class boxes after box regression.
     """
     per_image = [image_detections(boxes, s, nms_iou=settings.nms_iou, score_threshold=settings.score_threshold,
-                                  max_per_image=settings.max_per_image) for boxes, s in zip(proposals, scores)]
+                                  max_per_image=settings.max_per_image, box_voting_iou=settings.box_voting_iou)
+                 for boxes, s in zip(proposals, scores)]
     return split_detections(per_image, image_indices, max_per_class=settings.max_per_class)
 
 

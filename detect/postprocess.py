@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 
 def average_member_scores(member_scores: Sequence[np.ndarray]) -> np.ndarray:
@@ -33,6 +33,7 @@ def image_detections(
     nms_iou: float,
     score_threshold: float,
     max_per_image: int,
+    box_voting_iou: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class-wise greedy NMS over one image's scored regions (R-CNN's post-processing).
 
@@ -43,6 +44,9 @@ def image_detections(
         nms_iou: IoU above which a lower-scored box of the same class is suppressed.
         score_threshold: class scores at or below this are dropped before NMS.
         max_per_image: keep at most this many detections (highest scores).
+        box_voting_iou: None: each kept detection keeps its own box.  A float: it takes the
+            score-weighted mean of every candidate box of its class with IoU >= this with it,
+            itself included (box voting, Gidaris & Komodakis 2015); scores are unchanged.
     Returns:
         ``(boxes float32 (D, 4) xyxy, scores float32 (D,), labels int64 (D,) in 1..C)``,
         sorted by score, descending.
@@ -54,7 +58,25 @@ def image_detections(
     cand_scores = torch.as_tensor(scores[region, cls + 1], dtype=torch.float32)
     labels = torch.as_tensor(cls + 1, dtype=torch.int64)
     keep = batched_nms(cand_boxes, cand_scores, labels, nms_iou)[:max_per_image]
-    return cand_boxes[keep].numpy(), cand_scores[keep].numpy(), labels[keep].numpy()
+    kept_boxes = cand_boxes[keep]
+    if box_voting_iou is not None and len(keep):
+        kept_boxes = vote_boxes(kept_boxes, labels[keep], cand_boxes, cand_scores, labels, iou=box_voting_iou)
+    return kept_boxes.numpy(), cand_scores[keep].numpy(), labels[keep].numpy()
+
+
+def vote_boxes(kept: torch.Tensor, kept_labels: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
+               labels: torch.Tensor, *, iou: float) -> torch.Tensor:
+    """``(K, 4)`` xyxy: each kept box replaced by the score-weighted mean of the ``(N, 4)`` candidate
+    boxes of its label with IoU >= ``iou`` with it (it is one of them, so the weights never sum to 0
+    for a positive score)."""
+    votes = (box_iou(kept, boxes) >= iou) & (kept_labels[:, None] == labels[None, :])  # (K, N)
+    weights = votes.to(scores.dtype) * scores[None, :]
+    total = weights.sum(1, keepdim=True)
+    voted = weights @ boxes / total.clamp_min(torch.finfo(scores.dtype).tiny)
+    # A weighted mean lies within its boxes' extent up to float rounding: clamp the rounding away, so
+    # boxes that touch the image border do not come out a hair outside it.
+    voted = torch.minimum(torch.maximum(voted, boxes.min(0).values), boxes.max(0).values)
+    return torch.where(total > 0, voted, kept)
 
 
 def cap_per_class(scores: np.ndarray, labels: np.ndarray, *, max_per_class: int) -> np.ndarray:

@@ -400,7 +400,7 @@ PRETRAIN = group(
 ENSEMBLE = group(
     _target_=TARGET, size=integer(1), members=list_of(integer(0), unique=True, null=True), member=integer(0, null=True),
     score=choice(*SCORE_KINDS), nms_iou=IOU, score_threshold=number(), max_per_image=integer(1),
-    max_per_class=integer(1), workers=integer(1),
+    max_per_class=integer(1), workers=integer(1), box_voting_iou=number(0, 1, low_open=True, null=True),
 )
 EVAL = group(coco=boolean(), coco_max_dets=integer(1, null=True), plots=boolean())
 

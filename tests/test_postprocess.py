@@ -34,6 +34,28 @@ def test_classwise_nms_keeps_overlapping_boxes_of_different_classes():
     np.testing.assert_allclose(s1, [0.9])
 
 
+def test_box_voting_averages_the_kept_box_with_its_class_neighbours_by_score():
+    boxes = np.array([
+        [0, 0, 10, 10],    # class 1, 0.6: kept by NMS
+        [2, 0, 12, 10],    # class 1, 0.2: IoU 80/120 = 0.667 with box 0: suppressed, votes at 0.5
+        [0, 0, 10, 20],    # class 1, 0.1: IoU 100/200 = 0.5 with box 0: suppressed, votes (IoU >= 0.5)
+        [0, 5, 10, 15],    # class 1, 0.1: IoU 50/150 = 0.333: suppressed (> 0.3), too far to vote
+        [4, 0, 14, 10],    # class 2, 0.8: the same place, another class: kept, never votes for class 1
+    ], np.float32)
+    scores = np.zeros((5, 3), np.float32)
+    scores[:4, 1] = [0.6, 0.2, 0.1, 0.1]
+    scores[4, 2] = 0.8
+    plain = image_detections(boxes, scores, nms_iou=0.3, score_threshold=0.05, max_per_image=10)
+    voted = image_detections(boxes, scores, nms_iou=0.3, score_threshold=0.05, max_per_image=10,
+                             box_voting_iou=0.5)
+    np.testing.assert_array_equal(plain[2], [2, 1])
+    np.testing.assert_array_equal(voted[2], [2, 1])
+    np.testing.assert_allclose(voted[1], plain[1])  # scores unchanged
+    np.testing.assert_array_equal(plain[0], [[4, 0, 14, 10], [0, 0, 10, 10]])
+    # class 1: (0.6 * [0,0,10,10] + 0.2 * [2,0,12,10] + 0.1 * [0,0,10,20]) / 0.9 = [0.444, 0, 10.444, 11.111]
+    np.testing.assert_allclose(voted[0], [[4, 0, 14, 10], [0.4 / 0.9, 0, 9.4 / 0.9, 10 / 0.9]], rtol=1e-6)
+
+
 def test_no_detection_above_threshold():
     b, s, l = image_detections(np.zeros((2, 4), np.float32), np.zeros((2, 3), np.float32),
                                nms_iou=0.3, score_threshold=0.5, max_per_image=10)
