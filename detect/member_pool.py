@@ -10,8 +10,9 @@ Workers only fill the cache (``members/<key>/model.pt``, ``scores/<key>.npz``, f
 post-classifiers): the pipeline then loads what they wrote as it loads any cached member,
 so the outputs are those of the cache, and a killed run resumes each member from its own
 checkpoint.  Results are deterministic for a given thread count; one thread per worker
-rounds differently from two threads in one process (scores differ at ~1e-6), as any two
-machines do.  Each worker's log and progress bars go to ``<log_dir>/member_<k>.log``.
+rounds differently from two threads in one process, as two machines do (on the tiny test
+profile the members' mAPs moved by up to 0.0016).  Each worker's log and progress bars go
+to ``<log_dir>/member_<k>.log``.
 """
 
 from __future__ import annotations
