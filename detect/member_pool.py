@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from detect.data.record import DetectionDataset
-from detect.members import fit_post_classifiers, score_member, train_member, trained_model_path
+from detect.members import (fit_post_classifiers, score_member, train_member, trained_model_path,
+                            uses_shared_network)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def prepare_members(jobs: list[MemberJob], *, workers: int, log_dir: Path) -> No
     workers = min(workers, len(todo))
     threads = max(1, torch.get_num_threads() // workers)
     log_dir.mkdir(parents=True, exist_ok=True)
-    shared = bool(todo[0].classifier.get("shared", {}).get("iterations"))
+    shared = uses_shared_network(todo[0].config())
     log.info("members: %d to train in %d worker processes (%d thread%s each; logs in %s)", len(todo), workers,
              threads, "" if threads == 1 else "s", log_dir)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding OpenMP and torch threads

@@ -68,14 +68,15 @@ def member_key(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, 
     return config_hash("member", dataset_fingerprint(train), proposals_key, training, seed)
 
 
-def _shared_on(cfg: DictConfig) -> bool:
+def uses_shared_network(cfg: DictConfig) -> bool:
+    """Whether members start from one fine-tuning shared by all (``classifier.shared.iterations > 0``)."""
     return bool(cfg.get("shared") and cfg.shared.iterations)
 
 
 def trained_model_path(cfg: DictConfig, *, train: DetectionDataset, proposals_key: str, seed: int,
                        shared_seed: int | None, cache_dir: str) -> Path:
     """``<cache_dir>/members/<key>/model.pt``: where `train_member` keeps the member's final weights."""
-    shared_on = _shared_on(cfg)
+    shared_on = uses_shared_network(cfg)
     if shared_on and shared_seed is None:
         raise ConfigError("classifier.shared.iterations > 0 needs the shared network's seed (shared_seed)")
     key = member_key(cfg, train=train, proposals_key=proposals_key, seed=seed,
@@ -94,7 +95,7 @@ def train_member(
     that many iterations with ``shared_seed`` (trained once, cached), then trains its own
     ``classifier.train.iterations`` with its own ``seed`` (sampling order, flips, dropout).
     """
-    shared_on = _shared_on(cfg)
+    shared_on = uses_shared_network(cfg)
     final = trained_model_path(cfg, train=train, proposals_key=proposals_key, seed=seed, shared_seed=shared_seed,
                                cache_dir=cache_dir)
     stage, key = final.parent, final.parent.name
