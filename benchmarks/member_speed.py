@@ -31,7 +31,7 @@ from classifier.train import train_classifier
 from classifier.windows import WindowDataset
 from detect.members import build_model
 from detect.pretrain_stage import initialise
-from detect.proposal_stage import build_sources, split_proposals
+from detect.proposal_stage import build_sources, merge_arguments, split_proposals
 
 
 def main(overrides: list[str]) -> None:
@@ -44,8 +44,7 @@ def main(overrides: list[str]) -> None:
     init = initialise(cfg, device="cpu")
     sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed), init_weights=init.weights)
     props = split_proposals(train, sources, cache_dir=cache_dir, workers=cfg.proposals.workers,
-                            chunk_size=cfg.proposals.chunk_size, shard=None, merge_iou=cfg.proposals.merge.iou,
-                            max_per_image=cfg.proposals.merge.max_per_image, merge_order=cfg.proposals.merge.order)
+                            chunk_size=cfg.proposals.chunk_size, shard=None, **merge_arguments(cfg.proposals.merge))
     member = init.for_member(0)
     torch.manual_seed(0)
     start = build_model(member, len(train.classes))

@@ -28,7 +28,7 @@ from detect.ensemble import member_seed, shared_seed
 from detect.members import score_member, train_member
 from detect.pipeline import detections
 from detect.pretrain_stage import initialise
-from detect.proposal_stage import build_sources, split_proposals
+from detect.proposal_stage import build_sources, merge_arguments, split_proposals
 from eval.map import evaluate_detections
 from proposals.merge import merge_proposals
 
@@ -61,14 +61,14 @@ def main() -> None:
     if len(sources) < 2:
         raise SystemExit("this run has one proposal source; nothing to split")
     common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size, shard=None,
-                  merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image,
-                  merge_order=cfg.proposals.merge.order)
+                  **merge_arguments(cfg.proposals.merge))
     train_props, val_props = split_proposals(train, sources, **common), split_proposals(val, sources, **common)
     names = [n for n in val_props.per_source if n != "merged"]
     origin = []
     for i in range(len(val)):
         merged, o = merge_proposals([val_props.per_source[n][i] for n in names], iou_threshold=common["merge_iou"],
-                                    max_boxes=common["max_per_image"], order=common["merge_order"])
+                                    max_boxes=common["max_per_image"], order=common["merge_order"],
+                                    snap_iou=common["merge_snap_iou"])
         assert np.array_equal(merged, val_props.boxes[i])
         origin.append(o)
     indices = [r.index for r in val.records]

@@ -34,7 +34,7 @@ from detect.ensemble import EnsembleSettings, member_seed, shared_seed
 from detect.errors import ConfigError
 from detect.members import train_member
 from detect.pretrain_stage import initialise
-from detect.proposal_stage import build_sources, split_proposals
+from detect.proposal_stage import build_sources, merge_arguments, split_proposals
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -73,9 +73,7 @@ def train_members_ddp(cfg: DictConfig, world: distributed.World) -> dict[int, Pa
     with distributed.main_first(world):
         proposals = split_proposals(train, sources, cache_dir=cache_dir, workers=cfg.proposals.workers,
                                     chunk_size=cfg.proposals.chunk_size, shard=None,
-                                    merge_iou=cfg.proposals.merge.iou,
-                                    max_per_image=cfg.proposals.merge.max_per_image,
-                                    merge_order=cfg.proposals.merge.order)
+                                    **merge_arguments(cfg.proposals.merge))
     paths = {}
     for k in settings.member_ids:
         _, key = train_member(init.for_member(k), train=train, proposals=proposals.boxes, proposals_key=proposals.key,

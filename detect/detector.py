@@ -367,7 +367,8 @@ def build_detector(files: DetectorFiles, *, device: str = "cpu", mode: str | Non
         members.append(Member(m.name, score_image, svm, bbox_reg))
         models.append(model)
     merge = MergeSettings(iou=proposals["merge"]["iou"], max_per_image=proposals["merge"]["max_per_image"],
-                          order=proposals["merge"].get("order", "priority"))
+                          order=proposals["merge"].get("order", "priority"),
+                          snap_iou=proposals["merge"].get("snap_iou"))  # detectors exported before the key: off
     return Detector(classes=files.classes, sources=sources, members=members, merge=merge,
                     settings=_ensemble(settings["ensemble"], source=source),
                     workers=int(proposals.get("workers", 1)), files=files, models=models)

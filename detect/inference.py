@@ -43,6 +43,7 @@ class MergeSettings:
     iou: float
     max_per_image: int | None
     order: str = "priority"
+    snap_iou: float | None = None
 
 
 def source_proposals(image: np.ndarray, sources: Mapping[str, Any],
@@ -64,7 +65,7 @@ def source_proposals(image: np.ndarray, sources: Mapping[str, Any],
 def merged_proposals(per_source: Mapping[str, np.ndarray], merge: MergeSettings) -> np.ndarray:
     """The classified proposals of one image: float32 ``(P, 4)`` xyxy (`proposals.merge.merge_proposals`)."""
     return merge_proposals(list(per_source.values()), iou_threshold=merge.iou, max_boxes=merge.max_per_image,
-                           order=merge.order)[0]
+                           order=merge.order, snap_iou=merge.snap_iou)[0]
 
 
 @dataclass

@@ -28,7 +28,7 @@ from detect.outputs import draw_examples, summary_text, write_coco_results
 from detect.inference import region_detections, split_detections
 from detect.postprocess import image_detections
 from detect.pretrain_stage import check_init, initialise
-from detect.proposal_stage import build_sources, proposal_report, split_proposals
+from detect.proposal_stage import build_sources, merge_arguments, proposal_report, split_proposals
 from eval.map import evaluate_detections
 from eval.plots import plot_recall_curves
 from eval.submission import Submission, write_submission
@@ -101,8 +101,7 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
                                 init_weights=init.weights)
         common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size,
-                      shard=None, merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image,
-                      merge_order=cfg.proposals.merge.order)
+                      shard=None, **merge_arguments(cfg.proposals.merge))
         train_props = split_proposals(train, sources, **common)
         val_props = split_proposals(val, sources, **common)
         report = proposal_report(val, val_props)

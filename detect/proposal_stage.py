@@ -59,9 +59,16 @@ def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, s
     return sources
 
 
+def merge_arguments(merge: Any) -> dict[str, Any]:
+    """`split_proposals`'s merge keywords from the ``proposals.merge`` config block."""
+    return dict(merge_iou=merge.iou, max_per_image=merge.max_per_image, merge_order=merge.order,
+                merge_snap_iou=merge.snap_iou)
+
+
 def split_proposals(
     dataset: DetectionDataset, sources: dict[str, Any], *, cache_dir: str, workers: int, chunk_size: int,
     shard: str | None, merge_iou: float, max_per_image: int | None, merge_order: str = "priority",
+    merge_snap_iou: float | None = None,
 ) -> SplitProposals | None:
     """Extract (or load) every source's proposals on ``dataset`` and merge them.
 
@@ -78,15 +85,18 @@ def split_proposals(
         ids.append(source.identity())
     if shard is not None:
         return None
+    if len(per_source) < 2:
+        merge_snap_iou = None  # nothing to snap onto: the same set, so the same key as without the option
     merged = merge_split(list(per_source.values()), iou_threshold=merge_iou, max_boxes=max_per_image,
-                         order=merge_order)
+                         order=merge_order, snap_iou=merge_snap_iou)
     # "merged" is what the classifier sees; with one source it differs only when the cap cut boxes,
     # and then reporting the uncapped source alone would overstate the classified set's coverage.
     capped = sum(map(len, merged)) < sum(len(b) for boxes in per_source.values() for b in boxes)
     if len(per_source) > 1 or capped:
         per_source["merged"] = merged
-    # The default order keeps the key it had before the option existed (caches stay valid).
-    key = config_hash("proposals", ids, merge_iou, max_per_image, *([merge_order] if merge_order != "priority" else []))
+    # The defaults keep the key they had before the options existed (caches stay valid).
+    extra = ([merge_order] if merge_order != "priority" else []) + ([merge_snap_iou] if merge_snap_iou is not None else [])
+    key = config_hash("proposals", ids, merge_iou, max_per_image, *extra)
     return SplitProposals(boxes=merged, key=key, per_source=per_source, max_per_image=max_per_image)
 
 

@@ -326,7 +326,8 @@ PROPOSALS = group(
     ss=SS, multibox=MULTIBOX,
     sources=list_of(choice(*SOURCES), min_len=1, unique=True),
     workers=integer(1), chunk_size=integer(1), shard=SHARD,
-    merge=group(iou=number(0, 1), max_per_image=integer(1, null=True), order=choice(*MERGE_ORDERS)),
+    merge=group(iou=number(0, 1), max_per_image=integer(1, null=True), order=choice(*MERGE_ORDERS),
+                snap_iou=number(0, 1, low_open=True, null=True)),
 )
 
 # ---- classifier (conf/classifier/googlenet.yaml)

@@ -9,6 +9,14 @@ with boxes of their own source: each source already removed its own duplicates
 (SS exact repeats, MultiBox by NMS), and thinning SS's near-duplicates here would
 change the SS box count the paper's comparison is about.
 
+Optionally (``snap_iou``) each box of the first source is first replaced by the
+best-overlapping box of the later sources when their IoU reaches ``snap_iou``:
+MultiBox then picks *which* objects get a region from its learned confidence,
+while Selective Search, whose boxes follow the image's edges, places it.  A
+snapped box that copies a box already kept is dropped by the duplicate rule,
+which frees its slot under a cap; MultiBox boxes with no SS box near them stay
+as they are, so what only MultiBox finds is kept.
+
 All boxes are float ``(N, 4)`` xyxy in the same image coordinates.
 """
 
@@ -80,14 +88,37 @@ def _interleave_keep(sources: Sequence[np.ndarray], *, iou_threshold: float, max
     return np.asarray(keep, np.int64)
 
 
+def snap_boxes(boxes: np.ndarray, targets: np.ndarray, *, iou_threshold: float) -> np.ndarray:
+    """``boxes`` float32 ``(N, 4)`` xyxy with each box replaced by its highest-IoU box of ``targets``
+    ``(T, 4)`` xyxy when that IoU is ``>= iou_threshold`` (ties: the first such target); others unchanged."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    targets = np.asarray(targets, np.float32).reshape(-1, 4)
+    if not len(boxes) or not len(targets):
+        return boxes.copy()
+    best, which = box_iou(torch.as_tensor(boxes), torch.as_tensor(targets)).max(dim=1)
+    # nan IoU (two zero-area boxes) fails the comparison, so such a box is not snapped.
+    snap = (best >= iou_threshold).numpy()
+    out = boxes.copy()
+    out[snap] = targets[which.numpy()[snap]]
+    return out
+
+
 def merge_proposals(
     sources: Sequence[np.ndarray], *, iou_threshold: float, max_boxes: int | None, order: str = "priority",
+    snap_iou: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merged boxes float32 ``(M, 4)`` xyxy and, per box, the index of its source int64 ``(M,)``.
 
-    See `merge_keep` for the rule.
+    See `merge_keep` for the rule.  ``snap_iou``: the first source's boxes are snapped to the
+    later sources' boxes first (`snap_boxes`; None: not) and exact copies among them dropped (the
+    first kept); a snapped box keeps its source index.
     """
     arrays = [np.asarray(s, np.float32).reshape(-1, 4) for s in sources]
+    if snap_iou is not None and len(arrays) > 1:
+        snapped = snap_boxes(arrays[0], np.concatenate(arrays[1:]), iou_threshold=snap_iou)
+        # Two boxes snapped onto the same target are one region: keep the better-ranked copy.
+        _, first = np.unique(snapped, axis=0, return_index=True)
+        arrays[0] = snapped[np.sort(first)]
     keep = merge_keep(arrays, iou_threshold=iou_threshold, max_boxes=max_boxes, order=order)
     if not arrays:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
@@ -97,7 +128,7 @@ def merge_proposals(
 
 def merge_split(
     per_source: Sequence[Sequence[np.ndarray]], *, iou_threshold: float, max_boxes: int | None,
-    order: str = "priority",
+    order: str = "priority", snap_iou: float | None = None,
 ) -> list[np.ndarray]:
     """`merge_proposals` image by image: ``per_source[s][i]`` are source ``s``'s boxes for image ``i``.
 
@@ -108,4 +139,4 @@ def merge_split(
         raise ValueError(f"sources cover different numbers of images: {sorted(lengths)}")
     n = lengths.pop() if lengths else 0
     return [merge_proposals([p[i] for p in per_source], iou_threshold=iou_threshold, max_boxes=max_boxes,
-                            order=order)[0] for i in range(n)]
+                            order=order, snap_iou=snap_iou)[0] for i in range(n)]

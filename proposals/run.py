@@ -28,7 +28,7 @@ from detect import atomic
 from detect.cli import run_cli, run_user_errors
 from detect.data.record import DetectionDataset
 from detect.pretrain_stage import multibox_init_weights
-from detect.proposal_stage import build_sources, proposal_report, split_proposals
+from detect.proposal_stage import build_sources, merge_arguments, proposal_report, split_proposals
 from eval.plots import plot_recall_curves
 from eval.proposal_metrics import proposal_metrics
 
@@ -61,8 +61,7 @@ def measure_proposals(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     props = split_proposals(split, sources, cache_dir=str(cfg.cache_dir), workers=cfg.proposals.workers,
                             chunk_size=cfg.proposals.chunk_size, shard=cfg.proposals.shard,
-                            merge_iou=cfg.proposals.merge.iou, max_per_image=cfg.proposals.merge.max_per_image,
-                            merge_order=cfg.proposals.merge.order)
+                            **merge_arguments(cfg.proposals.merge))
     timing["extract"] = time.perf_counter() - t0
     if props is None:
         log.info("shard %s done; run once without proposals.shard to load the union", cfg.proposals.shard)

@@ -25,7 +25,7 @@ from detect.ensemble import member_seed
 from detect.errors import ConfigError
 from detect.members import member_key
 from detect.pretrain_stage import initialise
-from detect.proposal_stage import build_sources, split_proposals
+from detect.proposal_stage import build_sources, merge_arguments, split_proposals
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, FG, BG = 48, 4, 4  # 48 px: the smallest input with a non-empty stride-32 map; global batch of 8
@@ -193,8 +193,7 @@ def test_torchrun_entry_point_trains_the_member_the_pipeline_reuses(tmp_path):
     props = split_proposals(train, build_sources(cfg.proposals, train, cache_dir=str(cfg.cache_dir), seed=0,
                                                  init_weights=init.weights),
                             cache_dir=str(cfg.cache_dir), workers=1, chunk_size=cfg.proposals.chunk_size,
-                            shard=None, merge_iou=cfg.proposals.merge.iou,
-                            max_per_image=cfg.proposals.merge.max_per_image, merge_order=cfg.proposals.merge.order)
+                            shard=None, **merge_arguments(cfg.proposals.merge))
     key = member_key(init.classifier, train=train, proposals_key=props.key, seed=member_seed(0, 0))
     assert model_path == Path(cfg.cache_dir) / "members" / key / "model.pt"
 

@@ -216,3 +216,23 @@ def test_split_report_shows_the_capped_set_the_classifier_sees(dataset, referenc
     assert [len(b) for b in capped.per_source["merged"]] == [5] * len(dataset.records)
     for full, first in zip(reference.boxes, capped.boxes):
         np.testing.assert_array_equal(first, full[:5])
+
+
+def test_merge_options_enter_the_key_only_when_set(dataset, tmp_path):
+    from detect.proposal_stage import split_proposals
+
+    source = {"ss": _FixedSource(SS)}
+    common = dict(cache_dir=tmp_path, workers=1, chunk_size=CHUNK, shard=None, merge_iou=0.9, max_per_image=5)
+    default = split_proposals(dataset, source, **common).key
+    # Leaving the options at their defaults keeps the key caches were written under before they existed.
+    assert split_proposals(dataset, source, merge_order="priority", merge_snap_iou=None, **common).key == default
+    # One source has nothing to snap onto: the same boxes, the same key.
+    assert split_proposals(dataset, source, merge_snap_iou=0.5, **common).key == default
+    two = {"other": _OtherSource(SS), "ss": _FixedSource(SS)}
+    keys = {split_proposals(dataset, two, merge_snap_iou=t, **common).key for t in (None, 0.5, 0.6)}
+    assert len(keys) == 3
+
+
+class _OtherSource(_FixedSource):
+    def identity(self):
+        return {**self.inner.identity(), "wrapped": "other"}

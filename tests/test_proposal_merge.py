@@ -1,11 +1,11 @@
-"""Merging MultiBox and Selective Search proposals: cross-source near-duplicates, order, cap."""
+"""Merging MultiBox and Selective Search proposals: cross-source near-duplicates, order, cap, snapping."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from proposals.merge import merge_keep, merge_proposals, merge_split
+from proposals.merge import merge_keep, merge_proposals, merge_split, snap_boxes
 
 MB = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
 SS = np.array(
@@ -77,3 +77,55 @@ def test_interleave_takes_turns_by_rank_and_still_drops_cross_source_duplicates(
     np.testing.assert_array_equal(keep, [0, 2, 1])
     with pytest.raises(ValueError, match="order"):
         merge_keep([MB, SS], iou_threshold=0.9, max_boxes=None, order="random")
+
+
+# Snapping targets (hand-worked IoUs with the boxes below).
+TARGETS = np.array(
+    [
+        [0, 0, 10, 12],  # IoU with [0, 0, 10, 10]: 100 / 120 = 0.833
+        [0, 0, 12, 10],  # the same 0.833: a tie, the first target wins
+        [20, 20, 30, 40],  # IoU with [20, 20, 30, 30]: 100 / 200 = 0.5
+    ],
+    np.float32,
+)
+
+
+def test_snap_boxes_takes_the_best_target_at_or_above_the_threshold():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [70, 70, 80, 80]], np.float32)
+    snapped = snap_boxes(boxes, TARGETS, iou_threshold=0.5)
+    # Box 0: tie at 0.833 -> TARGETS[0]; box 1: exactly 0.5 snaps (>=); box 2 overlaps nothing: unchanged.
+    np.testing.assert_array_equal(snapped, [[0, 0, 10, 12], [20, 20, 30, 40], [70, 70, 80, 80]])
+    # Just above 0.5, box 1 keeps its own coordinates.
+    np.testing.assert_array_equal(snap_boxes(boxes, TARGETS, iou_threshold=0.51)[1], boxes[1])
+    # Above 0.833 nothing snaps; the input is never modified in place.
+    np.testing.assert_array_equal(snap_boxes(boxes, TARGETS, iou_threshold=0.9), boxes)
+    assert boxes[0, 3] == 10
+
+
+def test_snap_boxes_empty_and_zero_area_inputs():
+    empty = np.zeros((0, 4), np.float32)
+    assert snap_boxes(empty, TARGETS, iou_threshold=0.5).shape == (0, 4)
+    np.testing.assert_array_equal(snap_boxes(MB, empty, iou_threshold=0.5), MB)
+    # Two identical zero-area boxes have IoU 0/0 = nan: not a match, the box stays as it is.
+    point = np.array([[5, 5, 5, 5]], np.float32)
+    np.testing.assert_array_equal(snap_boxes(point, point + 0, iou_threshold=0.5), point)
+
+
+def test_merge_with_snapping_frees_cap_slots_and_keeps_unmatched_boxes():
+    mb = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [70, 70, 80, 80]], np.float32)
+    ss = np.array([[0, 0, 10, 12], [40, 40, 50, 50], [20, 20, 30, 30]], np.float32)
+    # Unsnapped, interleaved, cap 4: mb0, ss0 (IoU 0.833 with mb0, not > 0.9: kept), mb1 dropped
+    # (IoU 110 / 120 = 0.917 with ss0), ss1, mb2; the cap stops before ss2.
+    boxes, origin = merge_proposals([mb, ss], iou_threshold=0.9, max_boxes=4, order="interleave")
+    np.testing.assert_array_equal(boxes, [mb[0], ss[0], ss[1], mb[2]])
+    # Snapped at 0.5: mb0 and mb1 both become ss0; the second copy is dropped, and ss0 itself
+    # duplicates the snapped mb0, so the cap reaches ss2 as well.
+    boxes, origin = merge_proposals([mb, ss], iou_threshold=0.9, max_boxes=4, order="interleave", snap_iou=0.5)
+    # Round robin over mb' = [ss0, mb2] and ss: mb'0, (ss0 dropped), mb'1, ss1, ss2.
+    np.testing.assert_array_equal(boxes, [ss[0], mb[2], ss[1], ss[2]])
+    np.testing.assert_array_equal(origin, [0, 0, 1, 1])  # a snapped box keeps its source
+    # One source: nothing to snap to, the merge is unchanged.
+    alone, _ = merge_proposals([mb], iou_threshold=0.9, max_boxes=None, snap_iou=0.5)
+    np.testing.assert_array_equal(alone, mb)
+    per_image = merge_split([[mb], [ss]], iou_threshold=0.9, max_boxes=4, order="interleave", snap_iou=0.5)
+    np.testing.assert_array_equal(per_image[0], boxes)
