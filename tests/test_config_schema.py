@@ -132,6 +132,7 @@ def test_option_lists_are_the_codes_own() -> None:
 @pytest.mark.parametrize("key, value, allowed", [
     ("proposals.ss.max_boxes", "0", "an integer >= 1 or null"),
     ("proposals.multibox.nms_iou", "0", "a number in (0, 1]"),
+    ("proposals.merge.snap_iou", "1.5", "a number in (0, 1] or null"),
     ("classifier.model.dropout", "1.0", "a number in [0, 1)"),
     ("classifier.model.batch_norm", "maybe", "true or false or null"),
     ("pretrain.augment.crop_scale", "[0.5,0.1]", "a [min, max] pair of numbers in (0, 1] with min <= max"),
