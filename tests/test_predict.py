@@ -29,9 +29,11 @@ from detect.predict import predict, run_data_config
 REPO = Path(__file__).resolve().parents[1]
 # Tiny networks gain nothing from a second OpenMP thread and stall on a shared 2-core machine (conftest).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-# Tiny and then some: scratch networks (no pretraining stage), 12 + 6 small images.
+# Tiny and then some: scratch networks (no pretraining stage), 12 + 6 small images; MultiBox boxes
+# snapped onto SS boxes as in the demo, so the Detector's merge is checked against the pipeline's.
 RUN_OVERRIDES = ["profile=tiny", "classifier.init=scratch", "proposals.multibox.init=scratch",
-                 "data.splits.train=12", "data.splits.val=6", "data.image_long_side=[96,128]"]
+                 "data.splits.train=12", "data.splits.val=6", "data.image_long_side=[96,128]",
+                 "proposals.merge.snap_iou=0.5"]
 PREDICTION_KEYS = {"images", "skipped", "seconds_per_image"}
 
 
