@@ -69,7 +69,7 @@ def _worker(rank: int, world_size: int, threads: int, port: int, overrides: list
         windows = WindowDataset(train, proposals, labeler=instantiate(c.labeler), sampler=instantiate(c.sampler),
                                 input_size=c.model.input_size, **c.windows)
         for i in range(len(train)):  # decoded once, before any timing
-            windows.image(i)
+            windows.normalised_image(i)
         t0 = time.perf_counter()
         for s in range(5):
             windows.sample(torch.Generator().manual_seed(s))

@@ -51,8 +51,8 @@ def main(overrides: list[str]) -> None:
     windows = WindowDataset(train, props.boxes, labeler=instantiate(member.labeler),
                             sampler=instantiate(member.sampler), input_size=member.model.input_size, **member.windows)
     batch = windows.sampler.batch_size
-    for i in range(len(train)):  # decode every image once, as a long run's cache holds them
-        windows.image(i)
+    for i in range(len(train)):  # decode and normalise every image once, as a long run's cache holds them
+        windows.normalised_image(i)
 
     n = 30
     t0 = time.perf_counter()

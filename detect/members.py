@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from classifier import distributed
 from classifier.bbox_reg import BboxRegressor
+from classifier.fuse import fold_batch_norm
 from classifier.onnx_runtime import OnnxScorer
 from classifier.roi import RoIClassifier, _score_roi
 from classifier.roi_train import RoIBatchSampler, train_roi_classifier
@@ -163,13 +164,16 @@ def region_scorer(
     common = dict(context_pad=cfg.windows.context_pad, pixel_mean=cfg.windows.pixel_mean,
                   pixel_std=cfg.windows.pixel_std, device=device, features=features, **cfg.score)
     if cfg.mode == "roi":
-        roi_model = RoIClassifier(model, pool_size=cfg.roi.pool_size, sampling_ratio=cfg.roi.sampling_ratio)
+        roi_model = RoIClassifier(fold_batch_norm(model), pool_size=cfg.roi.pool_size,
+                                  sampling_ratio=cfg.roi.sampling_ratio)
         return partial(_score_roi, roi_model, image_size=cfg.roi.image_size, max_size=cfg.roi.max_size, **common)
     if cfg.runtime == "onnx" and not features:
         if checkpoint is None:
             raise ValueError("classifier.runtime=onnx needs the checkpoint the weights came from")
         model = OnnxScorer(model, checkpoint=checkpoint, intra_op_threads=cfg.onnx.intra_op_threads,
-                           atol=cfg.onnx.atol).model
+                           atol=cfg.onnx.atol).model  # onnxruntime folds batch norm itself
+    else:
+        model = fold_batch_norm(model)
     return partial(_score, model, input_size=cfg.model.input_size, **common)
 
 

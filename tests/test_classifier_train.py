@@ -17,7 +17,7 @@ from classifier.googlenet import ClassifierOutput
 from classifier.sampling import WindowLabeler, WindowSampler
 from classifier.score import score_dataset, score_regions
 from classifier.train import classifier_loss, train_classifier
-from classifier.warp import warp_regions
+from classifier.warp import normalise_image, warp_regions
 from classifier.windows import WindowDataset
 from detect.data.record import ClassList, DetectionDataset, ImageRecord
 from detect.errors import ConfigError, DataError
@@ -120,6 +120,25 @@ def test_batches_are_deterministic_warped_and_load_each_image_once(toy, monkeypa
         assert torch.equal(batch.images[k], ref[0])
     flips = torch.cat([win.sample(torch.Generator().manual_seed(s)).flipped for s in range(10)])
     assert 0 < int(flips.sum()) < len(flips)
+
+
+def test_cached_normalised_images_give_the_same_batches_with_one_decode_per_image(toy, monkeypatch):
+    dataset, proposals = toy
+    uncached = make_windows(dataset, proposals, fg=3, bg=4, image_cache=0)
+    expected = [uncached.sample(torch.Generator().manual_seed(seed)) for seed in range(4)]
+    loads = []
+    real_load = windows_mod.load_rgb
+    monkeypatch.setattr(windows_mod, "load_rgb", lambda p: loads.append(p) or real_load(p))
+    cached = make_windows(dataset, proposals, fg=3, bg=4, image_cache=10)
+    for seed, b in enumerate(expected):
+        a = cached.sample(torch.Generator().manual_seed(seed))
+        assert torch.equal(a.images, b.images) and torch.equal(a.boxes, b.boxes)
+    assert len(loads) == len(set(loads)) == len(dataset)  # each image decoded once in 4 batches
+    # warp mode caches the normalised float image, roi mode the decoded uint8 one; each is what its name says
+    raw, norm = cached.image(0), cached.normalised_image(0)
+    assert raw.dtype == np.uint8 and norm.dtype == np.float32
+    np.testing.assert_array_equal(norm, normalise_image(real_load(dataset[0].path), pixel_mean=WARP["pixel_mean"],
+                                                        pixel_std=WARP["pixel_std"]))
 
 
 def test_image_size_mismatch_is_a_data_error(tmp_path):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from classifier.factory import build_classifier
+from classifier.fuse import fold_batch_norm
 from classifier.googlenet import CLASS_HEAD_KEYS, TRUNK_LAYERS, ClassifierOutput, GoogLeNet, map_sizes
 from classifier.inception import Inception, InceptionSpec, scale_channels
 from classifier.weights import load_weights, read_state_dict
@@ -137,6 +138,34 @@ def test_factory_rejects_bad_config(kwargs, match):
     args = dict(arch="googlenet", num_classes=5, width=0.25, input_size=64) | kwargs
     with pytest.raises(ConfigError, match=match):
         build_classifier(args.pop("arch"), **args)
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_leaves_the_model_alone():
+    model = tiny(batch_norm=True)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # running statistics far from the initial (0, 1), so the fold has work to do
+            model(images(8) * 3 + 1)
+    model.eval()
+    folded = fold_batch_norm(model)
+    x = images(4)
+    with torch.no_grad():
+        reference, out = model(x), folded(x)
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 50  # the original keeps its layers
+    model.train()
+    assert not folded.training  # eval-mode copy, independent of the original's mode
+    # the paper's plain network has nothing to fold: same outputs exactly
+    plain = tiny().eval()
+    with torch.no_grad():
+        assert torch.equal(fold_batch_norm(plain)(x), plain(x))
+    # torchvision's googlenet blocks are folded too
+    torch.manual_seed(0)
+    tv = build_classifier("torchvision_googlenet", num_classes=3, input_size=64).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batch_norm(tv)(x), tv(x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fold_batch_norm(tv).modules())
 
 
 # --- weights -------------------------------------------------------------------------------
