@@ -98,8 +98,9 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     classifier_cfg = init.classifier
 
     with timer("proposals"):
+        # Selective Search fills its cache beside MultiBox training: the two share the cores.
         sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
-                                init_weights=init.weights)
+                                init_weights=init.weights, ss_meanwhile=(train, val))
         common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size,
                       shard=None, **merge_arguments(cfg.proposals.merge))
         train_props = split_proposals(train, sources, **common)

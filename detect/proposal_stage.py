@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from hydra.utils import instantiate
@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from detect.data.record import DetectionDataset
 from detect.fingerprint import config_hash
 from eval.proposal_metrics import proposal_metrics
+from proposals.background import extracting_in_background
 from proposals.extract import extract_proposals
 from proposals.merge import merge_split
 from detect.errors import ConfigError
@@ -36,24 +37,30 @@ SOURCES = ("ss", "multibox")
 
 
 def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, seed: int,
-                  init_weights: Path | None = None) -> dict[str, Any]:
+                  init_weights: Path | None = None, ss_meanwhile: Sequence[DetectionDataset] = ()) -> dict[str, Any]:
     """Instantiate the proposal sources named in ``cfg.sources``, MultiBox first (its boxes are scored).
 
     Blocks of sources not listed are ignored: a profile may tune ``proposals.ss`` or
     ``proposals.multibox`` whichever proposals option is chosen.  ``init_weights``: the
     pretrained network MultiBox starts from (``proposals.multibox.init=pretrained``).
+    ``ss_meanwhile``: splits whose Selective Search proposals are extracted into the cache
+    (``cfg.workers`` processes) while MultiBox trains, when both sources are on.
     """
     unknown = set(cfg.sources) - set(SOURCES)
     if unknown or not cfg.sources:
         raise ConfigError(f"proposals.sources must be a non-empty subset of {list(SOURCES)}, got {list(cfg.sources)}")
     sources: dict[str, Any] = {}
+    ss = instantiate(cfg.ss) if "ss" in cfg.sources else None
     if "multibox" in cfg.sources:
-        proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, init_weights=init_weights,
-                                           **cfg.multibox)
+        meanwhile = ss_meanwhile if ss is not None else ()
+        with extracting_in_background(meanwhile, ss, source_id=ss.identity() if ss else {}, cache_dir=cache_dir,
+                                      workers=cfg.workers, chunk_size=cfg.chunk_size):
+            proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, init_weights=init_weights,
+                                               **cfg.multibox)
         if proposer is not None:
             sources["multibox"] = proposer
-    if "ss" in cfg.sources:
-        sources["ss"] = instantiate(cfg.ss)
+    if ss is not None:
+        sources["ss"] = ss
     if not sources:
         raise ConfigError("no proposal source is on (proposals.sources=[multibox] with proposals.multibox.top_k=0)")
     return sources

@@ -319,7 +319,8 @@ MULTIBOX = group(
     iterations=integer(1), batch_size=integer(1), lr=positive(), momentum=MOMENTUM, weight_decay=number(0),
     alpha=number(0), extra_match_iou=number(0, 1, low_open=True, null=True), offset_units=choice(*OFFSET_UNITS),
     confidence_loss=choice(*CONFIDENCE_LOSSES), pos_weight=positive(), focal_alpha=number(0, 1), focal_gamma=number(0),
-    checkpoint_every=integer(1), pixel_mean=RGB, pixel_std=RGB_STD,
+    checkpoint_every=integer(1), pixel_mean=RGB, pixel_std=RGB_STD, channels_last=boolean(),
+    threads=integer(1, null=True),
 )
 PROPOSALS = group(
     ("ss", "multibox"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -33,6 +34,10 @@ from proposals.cache import Chunk, ProposalCache, Proposals, as_boxes_scores, as
 log = logging.getLogger(__name__)
 
 ProposalSource = Callable[[np.ndarray], Any]
+
+
+class ExtractionCancelled(Exception):
+    """`extract_proposals` stopped because its ``cancel`` event was set."""
 
 _worker_source: ProposalSource | None = None
 
@@ -84,6 +89,7 @@ def extract_proposals(
     chunk_size: int,
     shard: str | None,
     progress: bool = True,
+    cancel: threading.Event | None = None,
 ) -> Proposals | None:
     """Proposals for every image of ``dataset``, computed once and cached.
 
@@ -97,6 +103,8 @@ def extract_proposals(
         shard: ``"i/n"``: only compute chunks ``c % n == i`` (another process or
             machine runs the other shards into the same folder); None: everything.
         progress: show a tqdm bar.
+        cancel: set from another thread to stop after the image in hand: what is queued is
+            dropped, finished chunks stay cached, and `ExtractionCancelled` is raised.
     Returns:
         `Proposals` for the whole split, or None when ``shard`` is set (run an
         unsharded call afterwards to load the union; it computes whatever is missing).
@@ -126,6 +134,8 @@ def extract_proposals(
                 start, stop = cache.chunk_bounds(c)
                 boxes, scores = [], []
                 for _ in range(start, stop):
+                    if cancel is not None and cancel.is_set():
+                        raise ExtractionCancelled(f"{name} on {dataset.name}/{dataset.split} cancelled")
                     b, s = next(results)
                     boxes.append(b)
                     scores.append(s)

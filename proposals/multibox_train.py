@@ -74,6 +74,7 @@ def train_multibox(
     checkpoint_path: Path,
     checkpoint_every: int,
     fingerprint: dict,
+    channels_last: bool = False,
     world: distributed.World | None = None,
 ) -> list[float]:
     """Train with SGD + momentum and a polynomial (power 1) decay; returns the per-iteration losses.
@@ -82,8 +83,13 @@ def train_multibox(
     if it exists (same ``fingerprint``), training resumes from it.  ``world``: the DDP
     process group (None = the initialised default group under torchrun, else one process);
     ``batch_size`` is the global batch and must divide by the number of processes.
+    ``channels_last``: train in channels-last memory (faster convolutions on a CPU); the model
+    is returned in contiguous memory either way, as a cached copy loads, so both propose the
+    same boxes.
     """
     world = world if world is not None else distributed.current()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)  # before the optimizer: the parameters are the same tensors either way
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=iterations, power=1.0)
     start, losses = 0, []
@@ -118,7 +124,8 @@ def train_multibox(
             if f:
                 b = torch.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1)
             boxes.append(b)
-        offsets, logits = net(images_to_tensor(batch, pixel_mean=pixel_mean, pixel_std=pixel_std))
+        x = images_to_tensor(batch, pixel_mean=pixel_mean, pixel_std=pixel_std).contiguous(memory_format=memory_format)
+        offsets, logits = net(x)
         loss, parts = multibox_loss(offsets, logits, priors_t, boxes, alpha=alpha, extra_match_iou=extra_match_iou,
                                     offset_units=offset_units, confidence_loss=confidence_loss, pos_weight=pos_weight,
                                     focal_alpha=focal_alpha, focal_gamma=focal_gamma)
@@ -138,5 +145,6 @@ def train_multibox(
                             scheduler=scheduler.state_dict())
     distributed.sync_buffers(model, world)
     distributed.barrier(world)  # the final checkpoint exists on return, whichever rank returns
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return losses

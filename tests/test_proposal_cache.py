@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -13,7 +15,8 @@ from detect.data.record import ClassList, DetectionDataset, ImageRecord, empty_a
 from detect.errors import ConfigError, UserError
 from proposals import cache as cache_mod
 from proposals.cache import ProposalCache, parse_shard
-from proposals.extract import extract_proposals
+from proposals.background import extracting_in_background
+from proposals.extract import ExtractionCancelled, extract_proposals
 from proposals.selective_search import SelectiveSearch
 
 NUM_IMAGES = 10
@@ -236,3 +239,57 @@ def test_merge_options_enter_the_key_only_when_set(dataset, tmp_path):
 class _OtherSource(_FixedSource):
     def identity(self):
         return {**self.inner.identity(), "wrapped": "other"}
+
+
+# --- extraction in a background thread (proposals.background) -------------------------------------
+
+
+def test_background_extraction_fills_the_cache_while_the_block_runs(dataset, reference, tmp_path):
+    other = make_dataset(tmp_path / "other", n=4)
+    source = Counting(SS)
+    with extracting_in_background([dataset, other], source, source_id=SS.identity(), cache_dir=tmp_path,
+                                  workers=1, chunk_size=CHUNK):
+        pass  # the caller's work (MultiBox training in the pipeline)
+    assert source.calls == NUM_IMAGES + 4
+    idle = Counting(SS)
+    assert_same(run(dataset, idle, tmp_path), reference)  # read from the cache, nothing recomputed
+    assert len(run(other, idle, tmp_path).boxes) == 4 and idle.calls == 0
+
+
+def test_background_extraction_error_is_raised_when_the_block_ends(dataset, tmp_path):
+    broken = Counting(SS, fail_after=4)  # raises KeyboardInterrupt on the fifth image
+    with pytest.raises(KeyboardInterrupt, match="killed"):
+        with extracting_in_background([dataset], broken, source_id=SS.identity(), cache_dir=tmp_path,
+                                      workers=1, chunk_size=CHUNK):
+            pass
+    assert len(chunk_files(tmp_path)) == 1  # the chunk finished before the error stays cached
+
+
+class _Slow:
+    """SS that takes a second per image after the first ``free`` ones."""
+
+    def __init__(self, free: int):
+        self.free, self.calls = free, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        if self.calls > self.free:
+            time.sleep(1.0)  # the caller's block fails meanwhile
+        return SS(image)
+
+
+def test_background_extraction_is_cancelled_when_the_block_fails(dataset, tmp_path):
+    slow = _Slow(free=3)
+    with pytest.raises(RuntimeError, match="training failed"):
+        with extracting_in_background([dataset], slow, source_id=SS.identity(), cache_dir=tmp_path,
+                                      workers=1, chunk_size=CHUNK):
+            while slow.calls <= 3:  # the first chunk is done and the fourth image has started
+                time.sleep(0.01)
+            raise RuntimeError("training failed")
+    assert slow.calls < NUM_IMAGES  # stopped instead of finishing the split
+    assert len(chunk_files(tmp_path)) == 1
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(ExtractionCancelled, match="selective_search on tiny/val cancelled"):
+        extract_proposals(dataset, SS, source_id=SS.identity(), cache_dir=tmp_path / "c", workers=1,
+                          chunk_size=CHUNK, shard=None, progress=False, cancel=cancelled)
