@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,10 +48,12 @@ def propose_file(source: ProposalSource, path: str | Path) -> tuple[np.ndarray, 
     return as_boxes_scores(source(load_rgb(Path(path))))
 
 
-def _init_worker(source: ProposalSource) -> None:
+def _init_worker(source: ProposalSource, nice: int) -> None:
     import torch
 
     global _worker_source
+    if nice and hasattr(os, "nice"):  # Unix: a background extraction yields the cores to the caller's work
+        os.nice(nice)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     _worker_source = source
@@ -61,7 +64,8 @@ def _worker_propose(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     return propose_file(_worker_source, path)
 
 
-def _run(source: ProposalSource, paths: list[str], workers: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def _run(source: ProposalSource, paths: list[str], workers: int,
+         nice: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Proposals for ``paths``, in order; in this process when ``workers == 1``."""
     if workers <= 1 or len(paths) <= 1:
         threads = cv2.getNumThreads()
@@ -74,7 +78,7 @@ def _run(source: ProposalSource, paths: list[str], workers: int) -> Iterator[tup
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(paths)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(source,)) as pool:
+                             initargs=(source, nice)) as pool:
         # map() yields in order and cancels what is still queued if the consumer stops (error, kill).
         yield from pool.map(_worker_propose, paths, chunksize=1)
 
@@ -90,6 +94,7 @@ def extract_proposals(
     shard: str | None,
     progress: bool = True,
     cancel: threading.Event | None = None,
+    nice: int = 0,
 ) -> Proposals | None:
     """Proposals for every image of ``dataset``, computed once and cached.
 
@@ -105,6 +110,8 @@ def extract_proposals(
         progress: show a tqdm bar.
         cancel: set from another thread to stop after the image in hand: what is queued is
             dropped, finished chunks stay cached, and `ExtractionCancelled` is raised.
+        nice: added to the niceness of the worker processes (Unix; ``workers > 1``): a
+            background extraction yields the cores to the caller's own work.
     Returns:
         `Proposals` for the whole split, or None when ``shard`` is set (run an
         unsharded call afterwards to load the union; it computes whatever is missing).
@@ -127,7 +134,7 @@ def extract_proposals(
              len(chunks) - len(todo), len(chunks), cache.directory)
     if todo:
         positions = [i for c in todo for i in range(*cache.chunk_bounds(c))]
-        results = _run(source, [str(dataset.records[i].path) for i in positions], workers)
+        results = _run(source, [str(dataset.records[i].path) for i in positions], workers, nice)
         with contextlib.closing(results), tqdm(total=len(positions), desc=f"{name} {dataset.split}", unit="img",
                                                disable=not progress) as bar:
             for c in todo:

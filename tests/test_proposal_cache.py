@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from detect.data.record import ClassList, DetectionDataset, ImageRecord, empty_a
 from detect.errors import ConfigError, UserError
 from proposals import cache as cache_mod
 from proposals.cache import ProposalCache, parse_shard
-from proposals.background import extracting_in_background
+from proposals.background import BACKGROUND_NICE, extracting_in_background
 from proposals.extract import ExtractionCancelled, extract_proposals
 from proposals.selective_search import SelectiveSearch
 
@@ -293,3 +294,21 @@ def test_background_extraction_is_cancelled_when_the_block_fails(dataset, tmp_pa
     with pytest.raises(ExtractionCancelled, match="selective_search on tiny/val cancelled"):
         extract_proposals(dataset, SS, source_id=SS.identity(), cache_dir=tmp_path / "c", workers=1,
                           chunk_size=CHUNK, shard=None, progress=False, cancel=cancelled)
+
+
+class _Niceness:
+    """A source whose one box reports the niceness of the process that ran it."""
+
+    def identity(self):
+        return {"source": "niceness"}
+
+    def __call__(self, image):
+        return np.array([[0, 0, 1 + os.nice(0), 1]], np.float32)
+
+
+def test_background_workers_run_at_a_lower_priority(dataset, tmp_path):
+    own = os.nice(0)
+    props = extract_proposals(dataset, _Niceness(), source_id=_Niceness().identity(), cache_dir=tmp_path, workers=2,
+                              chunk_size=CHUNK, shard=None, progress=False, nice=BACKGROUND_NICE)
+    assert {float(b[0, 2]) - 1 for b in props.boxes} == {min(own + BACKGROUND_NICE, 19)}
+    assert os.nice(0) == own  # the caller keeps its priority
