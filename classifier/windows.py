@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from classifier.sampling import WindowLabeler, WindowSampler
-from classifier.warp import check_warp_args, normalise_image, valid_regions, warp_regions
+from classifier.warp import check_warp_args, normalise_image, valid_regions, warp_windows
 from detect.data.image_io import load_rgb
 from detect.data.record import DetectionDataset, ImageRecord
 from detect.errors import DataError
@@ -180,24 +180,11 @@ class WindowDataset:
             flipped = torch.rand(len(idx), generator=generator) < 0.5
         else:
             flipped = torch.zeros(len(idx), dtype=torch.bool)
-        s = self.input_size
-        hwc = np.empty((len(idx), s, s, 3), np.float32)
         image_index, boxes = self.image_index[idx], self.boxes[idx]
-        # Each image warped once per batch, its windows in batch order (a stable sort groups them).
-        owner, box_rows, flips = image_index.numpy(), boxes.numpy(), flipped.numpy()
-        order = np.argsort(owner, kind="stable")
-        first = np.flatnonzero(np.r_[True, owner[order][1:] != owner[order][:-1]])
-        for rows in np.split(order, first[1:]):
-            warped = warp_regions(
-                self.normalised_image(int(owner[rows[0]])),
-                box_rows[rows],
-                input_size=s,
-                context_pad=self.context_pad,
-                pixel_mean=self.pixel_mean,
-                pixel_std=self.pixel_std,
-                flip=flips[rows],
-            )
-            hwc[rows] = warped.permute(0, 2, 3, 1).numpy()  # the warp's own HWC memory: no transposing copy
+        owner = image_index.numpy()
+        sources = {i: self.normalised_image(i) for i in np.unique(owner).tolist()}  # each decoded once per batch
+        hwc = warp_windows(sources, owner, boxes.numpy(), input_size=self.input_size, context_pad=self.context_pad,
+                           flip=flipped.numpy())
         images = torch.from_numpy(hwc).permute(0, 3, 1, 2).contiguous()
         return WindowBatch(images, self.labels[idx], image_index, boxes, flipped)
 

@@ -232,7 +232,7 @@ _SPLITS = dict(split=text(), train_split=text())
 
 SYNTHETIC = group(
     _target_=TARGET, root=text(), **_SPLITS,
-    managed_dir=text(null=True), regenerate=boolean(),
+    managed_dir=text(null=True), regenerate=boolean(), workers=integer(1),
     seed=SEED,
     splits=Map(integer(1), "split names mapped to image counts"),
     num_classes=integer(1, SYNTH_CLASSES),

@@ -370,7 +370,7 @@ SYNTH_KNOBS = ["data.splits={{train: 1, val: 2}}", "data.image_long_side=[64,64]
 
 def _knobs(**overrides) -> dict:
     knobs = OmegaConf.to_container(OmegaConf.load(REPO / "conf/data/synthetic.yaml"))
-    for key in ("_target_", "root", "split", "train_split", "managed_dir", "regenerate"):
+    for key in ("_target_", "root", "split", "train_split", "managed_dir", "regenerate", "workers"):
         knobs.pop(key)
     knobs.update(splits={"train": 1, "val": 2}, image_long_side=[64, 64], blacklist_entries=0)
     knobs.update(overrides)

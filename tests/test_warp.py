@@ -129,3 +129,21 @@ def test_chunked_remap_equals_single_call(monkeypatch):
 def test_bad_context_pad_is_a_config_error():
     with pytest.raises(ConfigError, match="context_pad"):
         context_boxes(np.zeros((1, 4)), input_size=16, context_pad=8)
+
+
+def test_batch_of_windows_from_many_images_equals_each_window_warped_alone():
+    rng = np.random.default_rng(3)
+    raw = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((30, 40), (25, 25), (41, 17))]
+    images = {7: normalise_image(raw[0], **HALF), 2: normalise_image(raw[1], **HALF), 5: normalise_image(raw[2], **HALF)}
+    owner = np.array([5, 7, 7, 2, 5, 7])  # interleaved, as a training batch draws them
+    boxes = np.array([[1, 2, 15, 30], [0, 0, 40, 30], [10.5, 3, 20, 9.5], [-4, -4, 10, 30], [2, 2, 3, 3],
+                      [30, 20, 45, 35]], np.float32)
+    flip = np.array([True, False, True, False, True, True])
+    out = warp.warp_windows(images, owner, boxes, input_size=12, context_pad=1.5, flip=flip)
+    assert out.shape == (6, 12, 12, 3) and out.dtype == np.float32
+    for k in range(6):
+        alone = warp_regions(raw[[7, 2, 5].index(owner[k])], boxes[k:k + 1], input_size=12, context_pad=1.5,
+                             flip=flip[k:k + 1], **HALF)
+        np.testing.assert_array_equal(out[k], alone[0].permute(1, 2, 0).numpy())
+    assert warp.warp_windows(images, np.zeros(0, int), np.zeros((0, 4)), input_size=12, context_pad=1.5,
+                             flip=np.zeros(0, bool)).shape == (0, 12, 12, 3)

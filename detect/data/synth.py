@@ -50,11 +50,14 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -268,25 +271,42 @@ class _SplitStats:
         }
 
 
-def _write_split(tmp: Path, split: str, count: int, p: GeneratorParams, classes, progress: bool):
+def _render_files(p: GeneratorParams, split: str, classes, index: int) -> tuple[Sample, bytes, str | None]:
+    """Image ``index`` of ``split``: its sample, JPEG bytes and annotation XML (None: no file)."""
+    sample = render_sample(p, split, index)
+    name = f"synthetic_{split}_{index:06d}"
+    xml = None
+    if sample.write_xml:
+        h, w = sample.image.shape[:2]
+        xml = annotation_xml(name, split, w, h, sample.objects, classes)
+    return sample, _jpeg_bytes(sample.image, p.jpeg_quality), xml
+
+
+def _write_split(tmp: Path, split: str, count: int, p: GeneratorParams, classes, progress: bool, workers: int):
     images_dir = tmp / IMAGES_DIR.format(split=split)
     ann_dir = tmp / ANNOTATIONS_DIR.format(split=split)
     images_dir.mkdir(parents=True)
     ann_dir.mkdir(parents=True)
     stats = _SplitStats(classes)
     names, present = [], []
-    for index in tqdm(range(1, count + 1), desc=f"synthetic {split}", unit="img", disable=not progress,
-                      leave=False):
-        sample = render_sample(p, split, index)
-        name = f"synthetic_{split}_{index:06d}"
-        names.append(name)
-        (images_dir / f"{name}{IMAGE_EXT}").write_bytes(_jpeg_bytes(sample.image, p.jpeg_quality))
-        if sample.write_xml:
-            h, w = sample.image.shape[:2]
-            (ann_dir / f"{name}.xml").write_text(
-                annotation_xml(name, split, w, h, sample.objects, classes), encoding="utf-8")
-        stats.add(sample)
-        present.extend(sorted({(index, o.class_index) for o in sample.objects}))
+    render = partial(_render_files, p, split, classes)
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and count > 1:
+            # Every image is a pure function of (knobs, split, index): any number of processes writes the same files.
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers,
+                                                           mp_context=multiprocessing.get_context("spawn")))
+            rendered = pool.map(render, range(1, count + 1), chunksize=8)
+        else:
+            rendered = map(render, range(1, count + 1))
+        for index, (sample, jpeg, xml) in enumerate(tqdm(rendered, total=count, desc=f"synthetic {split}", unit="img",
+                                                         disable=not progress, leave=False), 1):
+            name = f"synthetic_{split}_{index:06d}"
+            names.append(name)
+            (images_dir / f"{name}{IMAGE_EXT}").write_bytes(jpeg)
+            if xml is not None:
+                (ann_dir / f"{name}.xml").write_text(xml, encoding="utf-8")
+            stats.add(sample)
+            present.extend(sorted({(index, o.class_index) for o in sample.objects}))
     list_path = tmp / SPLIT_LIST.format(split=split)
     list_path.parent.mkdir(parents=True, exist_ok=True)
     list_path.write_text("".join(f"{n} {i}\n" for i, n in enumerate(names, 1)), encoding="utf-8")
@@ -316,8 +336,10 @@ def staging_folder(root: Path, *, generator: str, what: str, key: str) -> Path:
     return tmp
 
 
-def generate(root: str | Path, *, progress: bool = True, **knobs: Any) -> dict[str, Any]:
+def generate(root: str | Path, *, progress: bool = True, workers: int = 1, **knobs: Any) -> dict[str, Any]:
     """Write the dataset for ``knobs`` (exactly the fields of `GeneratorParams`) into ``root``.
+
+    ``workers``: processes rendering the images (the files are the same with any number).
 
     Written into ``<root>.tmp-<pid>`` and renamed onto ``root`` when complete
     (``DONE`` last), so a killed run never leaves a half-written ``root``.
@@ -338,7 +360,8 @@ def generate(root: str | Path, *, progress: bool = True, **knobs: Any) -> dict[s
                                       encoding="utf-8")
         split_stats, blacklist = {}, []
         for split, count in p.splits.items():
-            stats, present = _write_split(tmp, split, count, p, classes, progress)
+            stats, present = _write_split(tmp, split, count, p, classes, progress,
+                                          config_int("data.workers", workers, low=1))
             split_stats[split] = stats.as_dict()
             if split == p.blacklist_split and p.blacklist_entries and present:
                 rng = np.random.default_rng(np.random.SeedSequence([p.seed, zlib.crc32(b"blacklist")]))
@@ -452,6 +475,7 @@ class SyntheticSource(GeneratorParams):
         split: evaluated split; train_split: training split (both keys of ``splits``).
         managed_dir: the cache folder (``cache_dir``); None: none (only ``regenerate`` allows it).
         regenerate: rewrite ``root`` even outside ``managed_dir`` when its knobs differ.
+        workers: processes rendering the images when generating (not a knob either).
         other args: the generator knobs of `GeneratorParams` (``managed_dir`` and ``regenerate``
             are not knobs: they never change the dataset's hash).
     """
@@ -461,6 +485,7 @@ class SyntheticSource(GeneratorParams):
     train_split: str
     managed_dir: str | None = None
     regenerate: bool = False
+    workers: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -490,7 +515,7 @@ class SyntheticSource(GeneratorParams):
                 log.info("generating the synthetic dataset into %s (%s)", root,
                          "no complete copy" if _is_generated(root) is None else "knobs changed")
                 start = time.perf_counter()
-                generate(root, progress=progress, **self.params())
+                generate(root, progress=progress, workers=self.workers, **self.params())
                 log.info("generated %s in %.1f s", root, time.perf_counter() - start)
         return root
 
@@ -556,7 +581,7 @@ def _main(cfg: DictConfig) -> dict[str, Any]:
     refuse_to_regenerate(root, source, managed_dir=source.managed_dir, allowed=force or source.regenerate,
                          key="regenerate")
     if force or marker is None or marker.get("hash") != source.knob_hash():
-        manifest = generate(root, **source.params())
+        manifest = generate(root, workers=source.workers, **source.params())
         print(f"generated {root} in {time.perf_counter() - start:.1f} s")
     else:
         manifest = read_manifest(root)
