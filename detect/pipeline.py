@@ -28,10 +28,17 @@ from detect.outputs import draw_examples, summary_text, write_coco_results
 from detect.inference import region_detections, split_detections
 from detect.postprocess import image_detections
 from detect.pretrain_stage import check_init, initialise
-from detect.proposal_stage import build_sources, merge_arguments, proposal_report, split_proposals
+from detect.proposal_stage import (
+    build_sources,
+    merge_arguments,
+    proposal_report,
+    selective_search_meanwhile,
+    split_proposals,
+)
 from eval.map import evaluate_detections
 from eval.plots import plot_recall_curves
 from eval.submission import Submission, write_submission
+from proposals.extract import extract_proposals
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +105,17 @@ def run_pipeline(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     classifier_cfg = init.classifier
 
     with timer("proposals"):
-        # Selective Search fills its cache beside MultiBox training: the two share the cores.
-        sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
-                                init_weights=init.weights, ss_meanwhile=(train, val))
         common = dict(cache_dir=cache_dir, workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size,
                       shard=None, **merge_arguments(cfg.proposals.merge))
+        # Selective Search fills its cache beside MultiBox's training and its proposals: they share the cores.
+        with selective_search_meanwhile(cfg.proposals, (train, val), cache_dir=cache_dir):
+            sources = build_sources(cfg.proposals, train, cache_dir=cache_dir, seed=int(cfg.seed),
+                                    init_weights=init.weights)
+            if "multibox" in sources:  # its proposals while SS finishes (split_proposals below reads both caches)
+                multibox = sources["multibox"]
+                for split in (train, val):
+                    extract_proposals(split, multibox, source_id=multibox.identity(), cache_dir=cache_dir,
+                                      workers=cfg.proposals.workers, chunk_size=cfg.proposals.chunk_size, shard=None)
         train_props = split_proposals(train, sources, **common)
         val_props = split_proposals(val, sources, **common)
         report = proposal_report(val, val_props)

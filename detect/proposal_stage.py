@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from hydra.utils import instantiate
@@ -37,33 +38,45 @@ SOURCES = ("ss", "multibox")
 
 
 def build_sources(cfg: DictConfig, train: DetectionDataset, *, cache_dir: str, seed: int,
-                  init_weights: Path | None = None, ss_meanwhile: Sequence[DetectionDataset] = ()) -> dict[str, Any]:
+                  init_weights: Path | None = None) -> dict[str, Any]:
     """Instantiate the proposal sources named in ``cfg.sources``, MultiBox first (its boxes are scored).
 
     Blocks of sources not listed are ignored: a profile may tune ``proposals.ss`` or
     ``proposals.multibox`` whichever proposals option is chosen.  ``init_weights``: the
     pretrained network MultiBox starts from (``proposals.multibox.init=pretrained``).
-    ``ss_meanwhile``: splits whose Selective Search proposals are extracted into the cache
-    (``cfg.workers`` processes) while MultiBox trains, when both sources are on.
     """
     unknown = set(cfg.sources) - set(SOURCES)
     if unknown or not cfg.sources:
         raise ConfigError(f"proposals.sources must be a non-empty subset of {list(SOURCES)}, got {list(cfg.sources)}")
     sources: dict[str, Any] = {}
-    ss = instantiate(cfg.ss) if "ss" in cfg.sources else None
     if "multibox" in cfg.sources:
-        meanwhile = ss_meanwhile if ss is not None else ()
-        with extracting_in_background(meanwhile, ss, source_id=ss.identity() if ss else {}, cache_dir=cache_dir,
-                                      workers=cfg.workers, chunk_size=cfg.chunk_size):
-            proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, init_weights=init_weights,
-                                               **cfg.multibox)
+        proposer = build_multibox_proposer(train, cache_dir=cache_dir, seed=seed, init_weights=init_weights,
+                                           **cfg.multibox)
         if proposer is not None:
             sources["multibox"] = proposer
-    if ss is not None:
-        sources["ss"] = ss
+    if "ss" in cfg.sources:
+        sources["ss"] = instantiate(cfg.ss)
     if not sources:
         raise ConfigError("no proposal source is on (proposals.sources=[multibox] with proposals.multibox.top_k=0)")
     return sources
+
+
+@contextlib.contextmanager
+def selective_search_meanwhile(cfg: DictConfig, datasets: Sequence[DetectionDataset], *,
+                               cache_dir: str) -> Iterator[None]:
+    """Selective Search of ``datasets`` extracted into its cache (``cfg.workers`` processes, in the
+    background, `proposals.background`) while the block trains MultiBox and runs it.
+
+    Only when both sources are on; otherwise the block just runs.  The pipeline's later
+    `split_proposals` calls then read SS from the cache.
+    """
+    if "ss" not in cfg.sources or "multibox" not in cfg.sources or not cfg.multibox.top_k:
+        yield
+        return
+    ss = instantiate(cfg.ss)
+    with extracting_in_background(datasets, ss, source_id=ss.identity(), cache_dir=cache_dir, workers=cfg.workers,
+                                  chunk_size=cfg.chunk_size):
+        yield
 
 
 def merge_arguments(merge: Any) -> dict[str, Any]:
