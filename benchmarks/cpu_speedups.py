@@ -6,9 +6,9 @@ Needs a cache with the demo's data (``python -m detect.run`` first, or any run t
 ``${cache_dir}/synthetic``); trains nothing that is cached.  One torch thread unless said, as
 the demo's member workers run.  Prints, best of 3 alternating rounds each:
 
-* ``sample``: a member's training batch (128 windows from ~115 images): the old way (each
-  image decoded once and normalised whole for its one or two windows, `warp_regions` per
-  image) against `WindowDataset.sample` now (normalised images cached, `warp_windows`),
+* ``sample``: a member's training batch (128 windows from ~115 images): the old way (decoded
+  uint8 images cached, each normalised whole again for its one or two windows, `warp_regions`
+  per image) against `WindowDataset.sample` now (normalised images cached, `warp_windows`),
   and whether the batches are identical;
 * ``score``: the member network's forward pass on 64 px windows, batch norm as trained
   against folded into the convolutions (`classifier.fuse.fold_batch_norm`), and the largest
@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 
 from classifier.fuse import fold_batch_norm
 from classifier.warp import warp_regions
-from classifier.windows import WindowDataset, load_record_image
+from classifier.windows import WindowDataset
 from detect.members import build_model
 from proposals.multibox import MultiBoxNet
 
@@ -56,7 +56,7 @@ def sample_old_way(windows: WindowDataset, generator: torch.Generator) -> torch.
     image_index, boxes = windows.image_index[idx], windows.boxes[idx]
     for i in torch.unique(image_index).tolist():
         rows = torch.nonzero(image_index == i).flatten().numpy()
-        warped = warp_regions(load_record_image(windows.dataset.records[i]), boxes[rows].numpy(), input_size=s,
+        warped = warp_regions(windows.image(i), boxes[rows].numpy(), input_size=s,
                               context_pad=windows.context_pad, pixel_mean=windows.pixel_mean,
                               pixel_std=windows.pixel_std, flip=flipped[rows].numpy())
         hwc[rows] = warped.permute(0, 2, 3, 1).numpy()
@@ -81,9 +81,10 @@ def main(overrides: list[str]) -> None:
         rand = np.stack([x1, y1, x1 + rng.uniform(6, rec.width / 2, 200), y1 + rng.uniform(6, rec.height / 2, 200)], 1)
         proposals.append(np.concatenate([jitter, rand]).astype(np.float32))
     windows = WindowDataset(train, proposals, labeler=instantiate(c.labeler), sampler=instantiate(c.sampler),
-                            input_size=c.model.input_size, **{**c.windows, "image_cache": len(train)})
-    for i in range(len(train)):
+                            input_size=c.model.input_size, **{**c.windows, "image_cache": 2 * len(train)})
+    for i in range(len(train)):  # both caches full, as in a long run: decoding is not timed
         windows.normalised_image(i)
+        windows.image(i)
     batch, n = windows.sampler.batch_size, 20
     old = best_rate(lambda: [sample_old_way(windows, torch.Generator().manual_seed(k)) for k in range(n)], n * batch)
     new = best_rate(lambda: [windows.sample(torch.Generator().manual_seed(k)) for k in range(n)], n * batch)

@@ -2,9 +2,8 @@
 
 In eval mode a batch-norm layer is a fixed per-channel affine map, so ``bn(conv(x))`` is one
 convolution with rescaled weights and a bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``).
-The demo's tiny networks spend a fifth of their scoring time in the separate batch-norm
-passes: folded, the width-0.125 / 64 px GoogLeNet scores 1.2x the windows per second on one
-CPU thread (benchmarks/RESULTS.md, "Scoring with batch norm folded").  Outputs equal the
+Folded, the demo's width-0.125 / 64 px GoogLeNet scored 1.08x and 1.55x the windows per second
+on one CPU thread in two runs (`benchmarks/cpu_speedups.py`, benchmarks/RESULTS.md).  Outputs equal the
 unfolded network's to float rounding (~1e-5 on the logits).
 """
 

@@ -2,8 +2,8 @@
 
 The pipeline uses it to run Selective Search over the train and val splits while MultiBox
 trains: on a 2-core CPU the MultiBox network (tiny, one torch thread) and two SS worker
-processes share the cores instead of taking turns (benchmarks/RESULTS.md, "Proposals:
-SS beside MultiBox training").  The extraction writes the usual chunked cache, so the
+processes share the cores instead of taking turns (README, "Measured results": the
+demo's proposal stage 287 s -> 216 s).  The extraction writes the usual chunked cache, so the
 later `extract_proposals` calls of the pipeline read it instead of computing it.
 """
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # The extraction's processes yield to the caller's thread: MultiBox trains on one thread, so
 # at equal priority 2 SS processes and it shared 2 cores three ways and its training, the
-# longer job, set the pace (0.20 s per iteration against 0.15 s alone on a core).
+# longer job, set the pace (0.20 s per iteration; 0.147 s with the SS processes at nice 10).
 BACKGROUND_NICE = 10
 
 

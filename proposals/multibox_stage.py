@@ -97,8 +97,8 @@ def build_multibox_proposer(
     be ``width``), as the 2014 MultiBox started from an ImageNet-trained Inception;
     ``scratch`` from a random initialisation.
 
-    ``channels_last``: train in channels-last memory (1.3-1.45x iterations/s on a CPU for the
-    demo's network; weights differ from contiguous training by float rounding, so it is in
+    ``channels_last``: train in channels-last memory (on one CPU thread 0.84-0.90x the iterations/s
+    of contiguous training on two, benchmarks/cpu_speedups.py; weights differ from contiguous training by float rounding, so it is in
     the key).  ``threads``: torch threads while training (None: torch's default); not in the
     key, although the float rounding of a CPU's kernels can depend on it.
     """
