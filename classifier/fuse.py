@@ -3,22 +3,22 @@
 In eval mode a batch-norm layer is a fixed per-channel affine map, so ``bn(conv(x))`` is one
 convolution with rescaled weights and a bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``).
 Folded, the demo's width-0.125 / 64 px GoogLeNet scored 1.08x and 1.55x the windows per second
-on one CPU thread in two runs (`benchmarks/cpu_speedups.py`, benchmarks/RESULTS.md).  Outputs equal the
-unfolded network's to float rounding (~1e-5 on the logits).
+on one CPU thread in two runs (`benchmarks/cpu_speedups.py`, benchmarks/RESULTS.md).  Outputs
+equal the unfolded network's to float rounding (~1e-5 on the logits).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.googlenet import BasicConv2d as TorchvisionBasicConv2d
 
 from classifier.inception import BasicConv2d
 
 # Blocks whose forward is exactly ``relu(bn(conv(x)))``: ours and torchvision's googlenet's.
-_CONV_BN_BLOCKS: tuple[type, ...] = (BasicConv2d, importlib.import_module("torchvision.models.googlenet").BasicConv2d)
+_CONV_BN_BLOCKS: tuple[type, ...] = (BasicConv2d, TorchvisionBasicConv2d)
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:

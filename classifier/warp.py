@@ -166,16 +166,18 @@ def warp_windows(
         float32 ``(N, S, S, 3)`` (channels last), window ``k`` equal to
         ``warp_regions(images[owner[k]], boxes[k:k+1], ...)``: the sampling maps of the whole
         batch are computed at once and each image is remapped once, so a batch of 128 windows
-        from ~115 images costs ~115 ``cv2.remap`` calls and no per-image Python set-up.
+        from ~115 images costs ~115 ``cv2.remap`` calls and no per-image map or validity set-up.
     """
     owner = np.asarray(owner).reshape(-1)
     s = input_size
     map_x, map_y = _sampling_maps(np.asarray(boxes, np.float64).reshape(-1, 4), input_size=s, context_pad=context_pad,
                                   flip=np.asarray(flip, bool).reshape(-1))
     out = np.empty((len(owner), s, s, 3), np.float32)
+    if not len(owner):
+        return out
     order = np.argsort(owner, kind="stable")  # each image's windows together, in batch order
     starts = np.flatnonzero(np.r_[True, owner[order][1:] != owner[order][:-1]])
-    for rows in np.split(order, starts[1:]) if len(order) else []:
+    for rows in np.split(order, starts[1:]):
         warped = np.empty((len(rows), s, s, 3), np.float32)
         _remap(images[int(owner[rows[0]])], map_x[rows], map_y[rows], warped)
         out[rows] = warped

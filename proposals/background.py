@@ -39,8 +39,8 @@ def extracting_in_background(
     """Extract ``source``'s proposals of each of ``datasets`` into the cache while the block runs.
 
     A background thread runs `extract_proposals` (``workers`` processes at niceness
-    `BACKGROUND_NICE`, no progress bar) on each dataset in turn.  Leaving the block waits for it and raises its error, if it had one.
-    If the block raises, the extraction is cancelled (finished chunks stay cached, the
+    `BACKGROUND_NICE`, no progress bar) on each dataset in turn.  Leaving the block waits for
+    it and raises its error, if it had one.  If the block raises, the extraction is cancelled (finished chunks stay cached, the
     images queued are dropped) and the block's error propagates.
     """
     if not datasets:

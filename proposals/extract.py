@@ -40,6 +40,7 @@ ProposalSource = Callable[[np.ndarray], Any]
 class ExtractionCancelled(Exception):
     """`extract_proposals` stopped because its ``cancel`` event was set."""
 
+
 _worker_source: ProposalSource | None = None
 
 

@@ -98,8 +98,8 @@ def build_multibox_proposer(
     ``scratch`` from a random initialisation.
 
     ``channels_last``: train in channels-last memory (on one CPU thread 0.84-0.90x the iterations/s
-    of contiguous training on two, benchmarks/cpu_speedups.py; weights differ from contiguous training by float rounding, so it is in
-    the key).  ``threads``: torch threads while training (None: torch's default); not in the
+    of contiguous training on two, benchmarks/cpu_speedups.py; the weights differ from contiguous
+    training by float rounding, so it is in the key).  ``threads``: torch threads while training (None: torch's default); not in the
     key, although the float rounding of a CPU's kernels can depend on it.
     """
     if config_int("proposals.multibox.top_k", top_k, low=0) == 0:  # 0 turns MultiBox off; < 0 is a typo
